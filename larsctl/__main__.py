@@ -1,0 +1,3 @@
+from larsctl.cli import main
+
+main()

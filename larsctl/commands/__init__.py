@@ -1,0 +1,1 @@
+"""One module per larsctl command (group), attached lazily by larsctl.cli."""

@@ -1,0 +1,1 @@
+"""The bundled LARS trainer that every larsctl job runs (python -m trainer)."""
