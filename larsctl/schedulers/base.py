@@ -1,0 +1,98 @@
+"""One interface for every scheduler: render what would be submitted, then submit it.
+
+Like TorchX's schedulers, submission is split in two: ``dryrun`` is pure (it
+returns the batch script and the command line that would submit it) and
+``schedule`` is the only side effect.  ``describe`` maps the scheduler's own
+state names onto :class:`JobState`; ``cancel`` is safe to repeat.
+"""
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class JobState(str, enum.Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    REQUEUED = "REQUEUED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+    PREEMPTED = "PREEMPTED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = {JobState.COMPLETED, JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED}
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """Everything ``schedule`` needs, computed without side effects.
+
+    script: the full batch script text (runs on its own with sbatch/qsub/bash).
+    script_path: where ``schedule`` writes it (inside the job directory).
+    submit_argv: the submit command, without the script path (appended last),
+        e.g. ["sbatch", "--parsable"]; empty for the local scheduler.
+    launch_line: the line that starts the trainer on every rank (for --dry-run).
+    segment: chain segment index (0-based) this request is for.
+    """
+
+    script: str
+    script_path: Path
+    submit_argv: list[str]
+    launch_line: str
+    segment: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:  # what --dry-run prints
+        argv = " ".join([*self.submit_argv, str(self.script_path)])
+        return f"# submit: {argv}\n# launch: {self.launch_line}\n{self.script}"
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What the scheduler says about one job."""
+
+    scheduler_id: str
+    state: JobState
+    restarts: int = 0
+    reason: str = ""  # scheduler's pending reason or exit information
+
+
+class SchedulerError(Exception):
+    """The scheduler command failed or is unreachable; the message carries its stderr."""
+
+
+class Scheduler(abc.ABC):
+    """Submit, describe and cancel jobs on one kind of scheduler."""
+
+    name: str
+
+    @abc.abstractmethod
+    def dryrun(self, spec, job_dir: Path, *, job_id: str, segment: int = 0,
+               segments: int = 1, max_restarts: int = 0) -> BatchRequest:
+        """Render the batch script for ``spec`` (a larsctl.spec.JobSpec) in ``job_dir``."""
+
+    @abc.abstractmethod
+    def schedule(self, request: BatchRequest, *, after: str | None = None,
+                 after_kind: str = "afterany") -> str:
+        """Write the script and submit it; return the scheduler's job id.
+
+        ``after``: a scheduler job id this one must wait for (chain segments),
+        with dependency type ``after_kind`` (afterok/afterany).
+        """
+
+    @abc.abstractmethod
+    def describe(self, scheduler_ids: list[str]) -> dict[str, JobInfo]:
+        """States of several jobs at once (one scheduler call where possible)."""
+
+    @abc.abstractmethod
+    def cancel(self, scheduler_id: str) -> None:
+        """Cancel a job; cancelling a finished or unknown job is not an error."""
