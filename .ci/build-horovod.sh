@@ -12,7 +12,8 @@ if "$py" -c 'import horovod.torch' 2>/dev/null && \
    [ "$("$py" -c 'import horovod; print(horovod.__version__)')" = "$version" ]; then
   exit 0
 fi
-wheel=$(ls "$dir"/horovod-"$version"-*.whl 2>/dev/null | head -n1 || true)
+find_wheel() { find "$dir" -maxdepth 1 -name "horovod-$version-*.whl" 2>/dev/null | head -n1; }
+wheel=$(find_wheel)
 if [ -z "$wheel" ]; then
   echo "[setup] building horovod $version against torch $torch_version (about 3 minutes)" >&2
   mkdir -p "$dir"
@@ -41,7 +42,7 @@ SH
       "$py" -m pip wheel -q --no-deps --no-build-isolation --no-cache-dir \
         -w "$tmp/out" "horovod==$version" >&2
   mv "$tmp"/out/horovod-*.whl "$dir/"
-  wheel=$(ls "$dir"/horovod-"$version"-*.whl | head -n1)
+  wheel=$(find_wheel)
 fi
 "$py" -m pip install -q --no-deps --force-reinstall "$wheel"
 "$py" -m pip install -q -c constraints.txt cloudpickle psutil pyyaml packaging cffi

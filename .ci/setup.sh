@@ -39,6 +39,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt)
+# This machine's pip config names local index folders that may be absent; pip
+# warns once per package about them, which buries real errors.
+exec 2> >(grep --line-buffered -v 'is ignored: it is neither a file nor a directory' >&2)
 log "installing torch, torchvision and the Python dependencies (several GB the first time)"
 "${pip[@]}" --upgrade pip setuptools wheel
 "${pip[@]}" torch torchvision
