@@ -1,0 +1,234 @@
+"""The job records: one SQLite file in the larsctl home, safe under concurrent larsctl processes.
+
+WAL mode lets readers (``larsctl status``) run while a writer submits; every
+change is one short ``BEGIN IMMEDIATE`` transaction and the busy timeout makes
+a second writer wait instead of failing.  Job ids are ``<name>-<yyyymmdd-hhmmss>-<4 hex>``
+and are claimed by the INSERT itself (PRIMARY KEY), so two ``larsctl submit``
+at the same second still get distinct ids.
+
+Each record is also copied to ``<job_dir>/job.json`` so the job directory alone
+can rebuild it (:func:`record_from_job_dir`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from larsctl import jobdir
+from larsctl.errors import Failure, UserError
+
+BUSY_TIMEOUT_S = 30.0
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    cluster TEXT NOT NULL,
+    scheduler TEXT NOT NULL,
+    scheduler_ids TEXT NOT NULL DEFAULT '[]',
+    job_dir TEXT NOT NULL,
+    state TEXT NOT NULL,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+)
+"""
+_FIELDS = ("id", "name", "cluster", "scheduler", "scheduler_ids", "job_dir", "state",
+           "restarts", "created", "updated")
+
+
+def larsctl_home() -> Path:
+    return Path(os.environ.get("LARSCTL_HOME") or Path.home() / ".local/share/larsctl").expanduser()
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    name: str
+    cluster: str
+    scheduler: str
+    job_dir: str
+    state: str = "PENDING"
+    scheduler_ids: list[str] = field(default_factory=list)  # one per chain segment / resume
+    restarts: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+
+    @property
+    def paths(self) -> jobdir.JobPaths:
+        return jobdir.JobPaths(Path(self.job_dir))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> JobRecord:
+        missing = [f for f in _FIELDS if f not in data]
+        if missing:
+            raise ValueError(f"missing field(s) {', '.join(missing)}")
+        return cls(**{f: data[f] for f in _FIELDS})
+
+
+def new_job_id(name: str, now: float | None = None) -> str:
+    """``<name>-<yyyymmdd-hhmmss>-<4 hex>``; the name is reduced to a file-name-safe form."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")[:40] or "job"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now if now is not None else time.time()))
+    return f"{safe}-{stamp}-{secrets.token_hex(2)}"
+
+
+class Registry:
+    """The job database at ``$LARSCTL_HOME/jobs.sqlite``."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else larsctl_home() / "jobs.sqlite"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise Failure(f"cannot open the job database {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _tx(self):
+        return _Transaction(self._db, self.path)
+
+    def add(self, record: JobRecord) -> JobRecord:
+        """Insert a new record; IntegrityError if its id is taken."""
+        now = time.time()
+        record = replace(record, created=record.created or now, updated=now)
+        with self._tx() as db:
+            db.execute(f"INSERT INTO jobs ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})",
+                       _row(record))
+        return record
+
+    def claim_id(self, name: str, **fields) -> JobRecord:
+        """Insert a record under a fresh unique id (retrying on the rare collision)."""
+        for _ in range(20):
+            job_id = new_job_id(name)
+            try:
+                return self.add(JobRecord(id=job_id, name=name, **fields))
+            except sqlite3.IntegrityError:
+                continue
+        raise Failure(f"could not find a free job id for {name!r} in {self.path}")
+
+    def put(self, record: JobRecord) -> JobRecord:
+        """Insert or replace (used by --rebuild)."""
+        record = replace(record, updated=time.time())
+        with self._tx() as db:
+            db.execute(f"INSERT OR REPLACE INTO jobs ({', '.join(_FIELDS)}) "
+                       f"VALUES ({', '.join('?' * len(_FIELDS))})", _row(record))
+        return record
+
+    def update(self, job_id: str, **changes) -> JobRecord:
+        """Change some fields of one record in one transaction; returns the new record."""
+        with self._tx() as db:
+            row = db.execute(f"SELECT {', '.join(_FIELDS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise UserError(f"unknown job id {job_id!r} (see `larsctl jobs`)")
+            record = replace(_record(row), **changes, updated=time.time())
+            db.execute(f"UPDATE jobs SET {', '.join(f'{f} = ?' for f in _FIELDS)} WHERE id = ?",
+                       (*_row(record), job_id))
+        return record
+
+    def delete(self, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def get(self, job_id: str) -> JobRecord:
+        row = self._query(f"SELECT {', '.join(_FIELDS)} FROM jobs WHERE id = ?", (job_id,))
+        if not row:
+            raise UserError(f"unknown job id {job_id!r} (see `larsctl jobs`)")
+        return _record(row[0])
+
+    def all(self, state: str | None = None) -> list[JobRecord]:
+        sql = f"SELECT {', '.join(_FIELDS)} FROM jobs"
+        args: tuple = ()
+        if state:
+            sql += " WHERE state = ?"
+            args = (state.upper(),)
+        return [_record(r) for r in self._query(sql + " ORDER BY created, id", args)]
+
+    def _query(self, sql: str, args: tuple) -> list[tuple]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise Failure(f"job database {self.path}: {exc}") from None
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... COMMIT/ROLLBACK; the write lock is taken up front,
+    so two writers queue on the busy timeout instead of deadlocking on upgrade."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path):
+        self.db, self.path = db, path
+
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise Failure(f"job database {self.path} is busy: {exc}") from None
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if isinstance(exc, sqlite3.OperationalError):
+            raise Failure(f"job database {self.path}: {exc}") from None
+        return False
+
+
+def _row(record: JobRecord) -> tuple:
+    d = record.to_dict()
+    d["scheduler_ids"] = json.dumps(d["scheduler_ids"])
+    return tuple(d[f] for f in _FIELDS)
+
+
+def _record(row: tuple) -> JobRecord:
+    d = dict(zip(_FIELDS, row))
+    d["scheduler_ids"] = json.loads(d["scheduler_ids"])
+    return JobRecord(**d)
+
+
+def save_copy(record: JobRecord) -> None:
+    """Mirror the record into its job directory (skipped quietly if the directory is gone)."""
+    paths = record.paths
+    if paths.root.is_dir():
+        jobdir.write_json(paths.record, record.to_dict())
+
+
+def record_from_job_dir(directory: Path) -> JobRecord:
+    """Rebuild a record from ``job.json``, or from ``job.yaml`` if the copy is missing."""
+    paths = jobdir.JobPaths(Path(directory).resolve())
+    if not paths.root.is_dir():
+        raise UserError(f"{directory}: no such job directory")
+    if paths.record.is_file():
+        try:
+            data = jobdir.read_json(paths.record)
+            return replace(JobRecord.from_dict(data), job_dir=str(paths.root), restarts=max(
+                data.get("restarts", 0), paths.read_restarts()))
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{paths.record}: not a larsctl job record: {exc}") from None
+    if not paths.job_yaml.is_file():
+        raise UserError(f"{directory}: not a job directory (no job.yaml or job.json)")
+    import yaml  # only here: most commands never need it
+
+    try:
+        spec = yaml.safe_load(paths.job_yaml.read_text()) or {}
+        job, cluster = spec["job"], spec["cluster"]
+        name, cluster_name, scheduler = job["name"], job["cluster"], cluster["scheduler"]
+    except (yaml.YAMLError, KeyError, TypeError) as exc:
+        raise UserError(f"{paths.job_yaml}: not a larsctl job.yaml: missing {exc}") from None
+    created = paths.job_yaml.stat().st_mtime
+    # Without job.json the scheduler ids are lost; the state is then unknown
+    # unless the job left its own status behind (local jobs do).
+    return JobRecord(id=paths.job_id, name=name, cluster=cluster_name, scheduler=scheduler,
+                     job_dir=str(paths.root), state="UNKNOWN", restarts=paths.read_restarts(),
+                     created=created, updated=created)
