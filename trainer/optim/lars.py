@@ -1,0 +1,245 @@
+"""LARS: layer-wise adaptive rate scaling.
+
+Paper: You, Gitman, Ginsburg, "Large Batch Training of Convolutional Networks",
+https://arxiv.org/abs/1708.03888.  Two update rules, chosen with ``mode``:
+
+``mode="nus"`` reproduces the PyTorch LARS of the NUS LARS-ImageNet reference
+(https://www.comp.nus.edu.sg/~youy/lars_optimizer.py and its PyTorch port),
+with which the published ResNet-50 table (77% top-1 at batch 512 to 32K) was
+trained::
+
+    trust = clamp(eeta*||w|| / (||g|| + wd*||w|| + eps), 0, 50)  if ||w|| > 0 and ||g|| > 0 else 1
+    d     = clamp(g + wd*w, -10, 10)          # the clamp applies to every group
+    buf   = d  (first step),  then  buf = momentum*buf + d
+    w     = w - lr*trust*buf                  # the trust ratio scales the whole buffer
+
+``mode="tf"`` reproduces the TensorFlow TPU / MLPerf reference
+(tensorflow/tpu models/official/efficientnet/lars_optimizer.py)::
+
+    trust = eeta*||w|| / (||g|| + wd*||w|| + eps)  if ||w|| > 0 and ||g|| > 0 else 1
+    v     = momentum*v + lr*trust*(g + wd*w)  # v starts at 0
+    w     = w - v
+
+A param group with ``lars=False`` (bn/bias, see param_groups.py) gets plain
+momentum SGD: trust = 1 and, as in torch.optim.SGD, its own weight_decay (the
+reference builds such groups with weight_decay=0, so both agree there).
+
+step() never synchronises with the host (no .item(), no bool() of a tensor):
+norms stay on the device and the ratio is picked with torch.where.  The
+multi-tensor path (foreach, the default) groups tensors by device and dtype.
+Half-precision params keep half-precision buffers, as torch.optim.SGD does;
+their norms and trust ratios are computed in fp32.
+"""
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import Optimizer, ParamsT
+
+from ._common import (check_dense, check_flag, check_hyperparameter, foreach_norms, norm,
+                      trust_ratio, use_foreach)
+
+__all__ = ["Lars", "lars", "MODES"]
+
+MODES = ("nus", "tf")
+# nus mode constants from the reference implementation.
+NUS_GRAD_CLIP = 10.0
+NUS_MAX_TRUST = 50.0
+
+
+def check_lars_group(group: dict) -> None:
+    """ValueError naming the first bad hyperparameter of a param group."""
+    check_hyperparameter("Lars", "lr", group["lr"], low=0.0)
+    check_hyperparameter("Lars", "momentum", group["momentum"], low=0.0)
+    check_hyperparameter("Lars", "eeta", group["eeta"], low=0.0, low_inclusive=False)
+    check_hyperparameter("Lars", "weight_decay", group["weight_decay"], low=0.0)
+    check_hyperparameter("Lars", "epsilon", group["epsilon"], low=0.0)
+    check_flag("Lars", "mode", group["mode"], MODES)
+    check_flag("Lars", "lars", group["lars"], (True, False))
+    check_flag("Lars", "foreach", group["foreach"], (None, True, False))
+
+
+class Lars(Optimizer):
+    """LARS (see the module docstring for the exact update of each mode).
+
+    Args:
+        params: parameters or dicts defining parameter groups; a group may set
+            ``lars=False`` to skip the trust ratio (plain momentum SGD).
+        lr: learning rate.
+        momentum: momentum factor (default 0).
+        eeta: trust coefficient (default 1e-3).
+        weight_decay: L2 penalty added to the gradient (default 0).
+        epsilon: added to the trust-ratio denominator (default 0).
+        mode: "nus" (NUS PyTorch reference) or "tf" (TensorFlow/MLPerf).
+        foreach: True = multi-tensor path, False = per-parameter loop,
+            None (default) = multi-tensor wherever the params allow it.
+    """
+
+    def __init__(self, params: ParamsT, lr: float | Tensor, momentum: float = 0.0, eeta: float = 1e-3,
+                 weight_decay: float = 0.0, epsilon: float = 0.0, mode: str = "nus", *,
+                 foreach: bool | None = None) -> None:
+        defaults = {"lr": lr, "momentum": momentum, "eeta": eeta, "weight_decay": weight_decay,
+                    "epsilon": epsilon, "mode": mode, "lars": True, "foreach": foreach}
+        check_lars_group(defaults)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        # Groups may override any default, so check the merged group too.
+        check_lars_group(self.param_groups[-1])
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("mode", "nus")
+            group.setdefault("lars", True)
+            group.setdefault("eeta", 1e-3)
+            group.setdefault("epsilon", 0.0)
+            group.setdefault("foreach", None)
+
+    def _init_group(self, group_index: int, group: dict, params: list[Tensor], grads: list[Tensor],
+                    momentum_buffers: list[Tensor | None]) -> None:
+        for i, p in enumerate(group["params"]):
+            if p.grad is None:
+                continue
+            check_dense("Lars", group_index, i, p.grad)
+            params.append(p)
+            grads.append(p.grad)
+            if group["momentum"] != 0:
+                momentum_buffers.append(self.state[p].get("momentum_buffer"))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Perform one optimization step; `closure` re-evaluates the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for index, group in enumerate(self.param_groups):
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            momentum_buffers: list[Tensor | None] = []
+            self._init_group(index, group, params, grads, momentum_buffers)
+            lars(params, grads, momentum_buffers, foreach=group["foreach"], lr=group["lr"],
+                 momentum=group["momentum"], eeta=group["eeta"], weight_decay=group["weight_decay"],
+                 epsilon=group["epsilon"], mode=group["mode"], adapt=group["lars"])
+            if group["momentum"] != 0:
+                for p, buf in zip(params, momentum_buffers, strict=True):
+                    self.state[p]["momentum_buffer"] = buf
+        return loss
+
+
+def lars(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor | None],
+         foreach: bool | None = None, *, lr: float | Tensor, momentum: float, eeta: float,
+         weight_decay: float, epsilon: float, mode: str, adapt: bool) -> None:
+    """Functional LARS: updates `params` in place and fills `momentum_buffers`
+    (entries None on the first step) with the new buffers."""
+    if not params:
+        return
+    func = _multi_tensor_lars if use_foreach(foreach, params) else _single_tensor_lars
+    func(params, grads, momentum_buffers, lr=lr, momentum=momentum, eeta=eeta,
+         weight_decay=weight_decay, epsilon=epsilon, mode=mode, adapt=adapt)
+
+
+def _single_tensor_lars(params: list[Tensor], grads: list[Tensor],
+                        momentum_buffers: list[Tensor | None], *, lr: float | Tensor, momentum: float,
+                        eeta: float, weight_decay: float, epsilon: float, mode: str,
+                        adapt: bool) -> None:
+    nus = mode == "nus"
+    for i, p in enumerate(params):
+        grad = grads[i]
+        step_size: float | Tensor = lr
+        if adapt:
+            ratio = trust_ratio(norm(p), norm(grad), coeff=eeta, weight_decay=weight_decay,
+                                epsilon=epsilon, max_ratio=NUS_MAX_TRUST if nus else None)
+            step_size = ratio * lr
+        # d is a new tensor whenever it will be written to: p.grad is never modified.
+        d = grad.add(p, alpha=weight_decay) if weight_decay != 0 else grad
+        if nus:
+            d = d.clamp_(-NUS_GRAD_CLIP, NUS_GRAD_CLIP) if d is not grad else d.clamp(-NUS_GRAD_CLIP, NUS_GRAD_CLIP)
+            if momentum != 0:
+                buf = momentum_buffers[i]
+                # buf = momentum*buf + d, computed into d, which then becomes the buffer.
+                d = d if buf is None else d.add_(buf, alpha=momentum)
+                momentum_buffers[i] = d
+            if isinstance(step_size, Tensor):
+                p.addcmul_(d, step_size, value=-1)
+            else:
+                p.add_(d, alpha=-step_size)
+        else:
+            update = d.mul(step_size)
+            if momentum != 0:
+                buf = momentum_buffers[i]
+                update = update if buf is None else update.add_(buf, alpha=momentum)
+                momentum_buffers[i] = update
+            p.sub_(update)
+
+
+def _multi_tensor_lars(params: list[Tensor], grads: list[Tensor],
+                       momentum_buffers: list[Tensor | None], *, lr: float | Tensor, momentum: float,
+                       eeta: float, weight_decay: float, epsilon: float, mode: str,
+                       adapt: bool) -> None:
+    nus = mode == "nus"
+    grouped = Optimizer._group_tensors_by_device_and_dtype(
+        [params, grads, momentum_buffers], with_indices=True)  # type: ignore[list-item]
+    for (device_params_, device_grads_, device_bufs_), indices in grouped.values():
+        device_params = cast(list[Tensor], device_params_)
+        device_grads = cast(list[Tensor], device_grads_)
+        device_bufs = cast(list[Tensor | None], device_bufs_)
+
+        step_sizes: list[Tensor] | None = None
+        if adapt:
+            ratios = trust_ratio(foreach_norms(device_params), foreach_norms(device_grads),
+                                 coeff=eeta, weight_decay=weight_decay, epsilon=epsilon,
+                                 max_ratio=NUS_MAX_TRUST if nus else None)
+            # One vector op, then 0-dim views: no per-parameter Python arithmetic.
+            step_sizes = list((ratios * lr).unbind(0))
+
+        if weight_decay != 0:
+            d = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
+        else:
+            d = device_grads
+        if nus:
+            if d is device_grads:
+                d = torch._foreach_clamp_min(d, -NUS_GRAD_CLIP)
+            else:
+                torch._foreach_clamp_min_(d, -NUS_GRAD_CLIP)
+            torch._foreach_clamp_max_(d, NUS_GRAD_CLIP)
+            if momentum != 0:
+                _momentum_into(d, device_bufs, momentum)
+            if step_sizes is not None:
+                torch._foreach_addcmul_(device_params, d, step_sizes, value=-1)
+            elif isinstance(lr, Tensor):
+                torch._foreach_sub_(device_params, torch._foreach_mul(d, lr))
+            else:
+                torch._foreach_add_(device_params, d, alpha=-lr)
+        else:
+            scale = step_sizes if step_sizes is not None else lr
+            if d is device_grads:
+                update = torch._foreach_mul(d, scale)
+            else:
+                torch._foreach_mul_(d, scale)
+                update = d
+            if momentum != 0:
+                _momentum_into(update, device_bufs, momentum)
+            torch._foreach_sub_(device_params, update)
+
+        if momentum != 0:
+            # _momentum_into replaced the buffers by the fresh tensors d/update.
+            new_bufs = d if nus else update
+            for j, index in enumerate(indices):
+                momentum_buffers[index] = new_bufs[j]
+
+
+def _momentum_into(fresh: list[Tensor], bufs: list[Tensor | None], momentum: float) -> None:
+    """fresh[i] += momentum*bufs[i] in place (bufs[i] None: first step, fresh[i]
+    is the buffer as is).  The caller then keeps `fresh` as the new buffers: one
+    fused pass instead of buf.mul_(m).add_(d), and no copy."""
+    present = [i for i, b in enumerate(bufs) if b is not None]
+    if len(present) == len(bufs):
+        torch._foreach_add_(fresh, cast(list[Tensor], bufs), alpha=momentum)
+    elif present:
+        torch._foreach_add_([fresh[i] for i in present], [cast(Tensor, bufs[i]) for i in present],
+                            alpha=momentum)
