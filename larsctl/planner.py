@@ -1,0 +1,360 @@
+"""The large-batch planner: how to reach a target effective batch on a cluster.
+
+Pure functions returning frozen dataclasses; no I/O.  A request is infeasible ->
+``PlanError`` (a ValueError and a UserError: exit 2), one line with the reason and
+a suggestion.
+
+Per-GPU batch
+    The largest per-GPU batch that fits each GPU type (``MAX_BATCH_RN50`` below,
+    ResNet-50, 224 px, training), scaled for other models and rounded down to a
+    power of two.  Sources:
+    - 16 GB V100/P100 fp32: 128, the reference LARS table's own per-GPU "Batchsize"
+      column (its 1K-16K rows ran 128 per GPU on V100/P100 16 GB); NVIDIA
+      DeepLearningExamples runs 256 per 16 GB V100 with mixed precision.
+    - P100-12GB: 64 fp32 / 128 fp16 (12/16 of the 16 GB batch, rounded down).
+    - 32/40 GB: 256 fp32 / 512 fp16-bf16; 80 GB: 512 / 1024 (activation memory is
+      ~linear in the batch: ~100 MB per image in fp32, half with AMP, plus ~1 GB
+      of weights, optimizer state and cuDNN workspace).
+    - ResNet-18 keeps ~half the activations of ResNet-50 (x2), ResNet-101 ~1.6x
+      (x0.5).  bf16 needs Ampere or newer (not offered on V100/P100).
+    - cpu workers: 64 (host memory is not the limit; a default that keeps a step
+      of a few seconds).  ``--per-gpu-batch`` overrides the table but may not exceed it.
+
+GPUs and accumulation (policy)
+    gpus * per_gpu_batch * batches_per_allreduce == target exactly.  With m =
+    target / per_gpu_batch, the planner takes the largest GPU count g that divides
+    m, fits the cluster, and is either at most one node or a whole number of full
+    nodes (multi-node jobs use whole nodes: schedulers charge them whole and a
+    uniform ranks-per-node layout is what mpirun/srun launch); then k = m / g.
+    ``--gpus`` fixes g; it is spread evenly over the fewest nodes that hold it.
+
+Learning rate, warmup, epsilon (B = effective batch)
+    legw    (You et al. 2019, arXiv 1901.08256, anchored on the reference LARS
+            ResNet-50 table): lr = 2^2 * sqrt(B/512), warmup = (10/64) * B/512
+            epochs, epsilon 1e-5.  Reproduces the six published rows; only the 32K
+            row deviates (warmup 14, epsilon 0.0), carried as recipe overrides.
+    sqrt    (Krizhevsky 2014; Hoffer et al. 2017): lr = 2^2 * sqrt(B/512), warmup a
+            constant 5 epochs, epsilon 1e-5.
+    linear  (Goyal et al. 2017, arXiv 1706.02677): lr = 0.1 * B/256, warmup 5
+            epochs, epsilon 1e-5 (a rule made for momentum SGD).
+    The job passes the final LR with ``lr_scaling: keep``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+
+from larsctl.errors import UserError
+from larsctl.estimate import IMAGENET_TRAIN_IMAGES, Estimate, estimate
+
+MODELS = ("resnet18", "resnet50", "resnet101")
+PRECISIONS = ("fp32", "fp16", "bf16")
+LR_RULES = ("legw", "sqrt", "linear")
+OVERRIDABLE = ("base_lr", "warmup_epochs", "epsilon")
+
+MAX_BATCH_RN50 = {
+    "V100-16GB": {"fp32": 128, "fp16": 256},
+    "V100-32GB": {"fp32": 256, "fp16": 512},
+    "P100-12GB": {"fp32": 64, "fp16": 128},
+    "P100-16GB": {"fp32": 128, "fp16": 256},
+    "A100-40GB": {"fp32": 256, "fp16": 512, "bf16": 512},
+    "A100-80GB": {"fp32": 512, "fp16": 1024, "bf16": 1024},
+    "H100-80GB": {"fp32": 512, "fp16": 1024, "bf16": 1024},
+    "cpu": {"fp32": 64, "bf16": 64},
+}
+MODEL_BATCH_FACTOR = {"resnet18": 2.0, "resnet50": 1.0, "resnet101": 0.5}
+CPU_BATCH = 64
+
+LEGW_LR0, LEGW_B0, LEGW_WARMUP0, EPSILON = 4.0, 512, Fraction(10, 64), 1e-5
+SQRT_WARMUP = 5.0
+LINEAR_LR0, LINEAR_B0, LINEAR_WARMUP = 0.1, 256, 5.0
+
+
+class PlanError(UserError, ValueError):
+    """An infeasible plan: the reason and a suggestion, one line (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the planner needs of a cluster profile (ClusterProfile.* has the same names)."""
+
+    name: str
+    nodes: int
+    gpus_per_node: int
+    gpu_type: str
+    interconnect_gbps: float
+    walltime_seconds: int
+    signal_margin_seconds: int
+
+    @classmethod
+    def of(cls, profile) -> Cluster:
+        return cls(profile.name, profile.nodes, profile.gpus_per_node, profile.gpu_type,
+                   profile.interconnect_gbps, profile.walltime_seconds,
+                   profile.signal_margin_seconds)
+
+    @property
+    def max_gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    target_batch: int
+    model: str = "resnet50"
+    precision: str = "fp32"
+    epochs: int = 90
+    lr_rule: str = "legw"
+    gpus: int | None = None
+    per_gpu_batch: int | None = None
+    overrides: Mapping[str, float] = field(default_factory=dict)  # recipe: base_lr, ...
+    train_images: int = IMAGENET_TRAIN_IMAGES
+    image_size: int = 224
+    fp16_allreduce: bool | None = None  # None: follow precision
+    checkpoint_every_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    nodes: int
+    gpus: int
+    gpus_per_node: int
+    per_gpu_batch: int
+    batches_per_allreduce: int
+    effective_batch: int
+    base_lr: float
+    warmup_epochs: float
+    epsilon: float
+    lr_rule: str
+    rules: dict
+    estimate: Estimate
+    model: str = "resnet50"
+    precision: str = "fp32"
+    epochs: int = 90
+    jobs_needed: int = 1
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["rules"] = dict(self.rules)
+        data["estimate"] = self.estimate.to_dict()
+        return data
+
+
+def _pow2_floor(value: float) -> int:
+    return 1 << int(math.floor(math.log2(value))) if value >= 1 else 1
+
+
+def pretty_power(value: float) -> str:
+    """``32.0`` -> ``2^5``; ``5.657`` -> ``2^2.5``; other values as they are."""
+    if value > 0:
+        exponent = math.log2(value)
+        if abs(exponent * 2 - round(exponent * 2)) < 1e-9:
+            return f"2^{round(exponent * 2) / 2:g}"
+    return f"{value:g}"
+
+
+def pretty_warmup(value: float) -> str:
+    """``0.3125`` -> ``10/2^5``; whole numbers as they are."""
+    if value > 0 and value != int(value):
+        ratio = 10 / value
+        if abs(ratio - round(ratio)) < 1e-9 and round(ratio) & (round(ratio) - 1) == 0:
+            return f"10/2^{int(math.log2(round(ratio)))}"
+    return f"{value:g}"
+
+
+def max_per_gpu_batch(gpu_type: str, model: str, precision: str) -> int:
+    """Largest per-GPU batch that fits (power of two); PlanError if unsupported."""
+    table = MAX_BATCH_RN50[gpu_type]
+    if precision not in table:
+        hint = "fp32 or bf16" if gpu_type == "cpu" else "fp16 (mixed precision)"
+        raise PlanError(f"precision {precision} is not supported on {gpu_type}; "
+                        f"suggestion: --precision {hint.split()[0]} ({hint})")
+    if gpu_type == "cpu":
+        return CPU_BATCH
+    return _pow2_floor(table[precision] * MODEL_BATCH_FACTOR[model])
+
+
+def lr_by_rule(rule: str, batch: int) -> tuple[float, float, float, dict]:
+    """(lr, warmup epochs, epsilon, rule texts) for an effective batch."""
+    if rule == "legw":
+        lr = LEGW_LR0 * math.sqrt(batch / LEGW_B0)
+        warmup = float(LEGW_WARMUP0 * batch / LEGW_B0)
+        texts = {"base_lr": f"legw: 2^2*sqrt({batch}/512) = {pretty_power(lr)}",
+                 "warmup_epochs": f"legw: (10/64)*{batch}/512 = {pretty_warmup(warmup)}"}
+    elif rule == "sqrt":
+        lr = LEGW_LR0 * math.sqrt(batch / LEGW_B0)
+        warmup = SQRT_WARMUP
+        texts = {"base_lr": f"sqrt: 2^2*sqrt({batch}/512) = {pretty_power(lr)}",
+                 "warmup_epochs": f"sqrt: constant {warmup:g} epochs"}
+    elif rule == "linear":
+        lr = LINEAR_LR0 * batch / LINEAR_B0
+        warmup = LINEAR_WARMUP
+        texts = {"base_lr": f"linear: 0.1*{batch}/256 = {lr:g}",
+                 "warmup_epochs": f"linear: constant {warmup:g} epochs (Goyal et al.)"}
+    else:
+        raise PlanError(f"lr rule {rule!r} is unknown; expected one of: {', '.join(LR_RULES)}")
+    texts["epsilon"] = f"{rule}: {EPSILON:g}"
+    return lr, warmup, EPSILON, texts
+
+
+def _nearest(target: int, unit: int) -> str:
+    below = target // unit * unit
+    options = [v for v in (below, below + unit) if v > 0]
+    return " or ".join(str(v) for v in options)
+
+
+def _layout(gpus: int, cluster: Cluster) -> tuple[int, int]:
+    """(nodes, ranks per node) for an explicit GPU count: fewest nodes, even spread."""
+    if gpus <= cluster.gpus_per_node:
+        return 1, gpus
+    nodes = math.ceil(gpus / cluster.gpus_per_node)
+    while gpus % nodes:
+        nodes += 1
+    if nodes > cluster.nodes:
+        per = cluster.gpus_per_node
+        fits = sorted({per * (gpus // per), per * math.ceil(gpus / per)} - {0})
+        raise PlanError(f"{gpus} GPUs cannot be spread evenly over at most {cluster.nodes} "
+                        f"nodes of {per} GPUs; suggestion: --gpus "
+                        + " or --gpus ".join(str(f) for f in fits if f <= cluster.max_gpus))
+    return nodes, gpus // nodes
+
+
+def _auto_gpus(m: int, cluster: Cluster) -> int:
+    """Largest g | m that fits and is one partial node or whole nodes."""
+    per = cluster.gpus_per_node
+    for g in range(min(m, cluster.max_gpus), 0, -1):
+        if m % g == 0 and (g <= per or g % per == 0):
+            return g
+    return 1
+
+
+def _check_request(req: PlanRequest, cluster: Cluster) -> None:
+    if req.model not in MODELS:
+        raise PlanError(f"model {req.model!r} has no batch/throughput table; "
+                        f"expected one of: {', '.join(MODELS)}")
+    if req.precision not in PRECISIONS:
+        raise PlanError(f"precision {req.precision!r} is unknown; expected one of: "
+                        f"{', '.join(PRECISIONS)}")
+    for name in ("target_batch", "epochs", "gpus", "per_gpu_batch"):
+        value = getattr(req, name)
+        if value is not None and value < 1:
+            raise PlanError(f"{name.replace('_', '-')} {value} must be at least 1")
+    if req.gpus is not None and req.gpus > cluster.max_gpus:
+        raise PlanError(f"--gpus {req.gpus} is more than cluster {cluster.name} has "
+                        f"({cluster.nodes} nodes x {cluster.gpus_per_node} = "
+                        f"{cluster.max_gpus}); suggestion: --gpus {cluster.max_gpus} "
+                        "with more batches per allreduce")
+
+
+def make_plan(cluster: Cluster, req: PlanRequest) -> Plan:
+    """Resolve a request on a cluster into a Plan, or raise PlanError."""
+    _check_request(req, cluster)
+    rules: dict[str, str] = {}
+    largest = max_per_gpu_batch(cluster.gpu_type, req.model, req.precision)
+    if req.per_gpu_batch is None:
+        per_gpu = largest
+        rules["per_gpu_batch"] = (f"table: largest power of two that fits {cluster.gpu_type} "
+                                  f"for {req.model} {req.precision}")
+    else:
+        per_gpu = req.per_gpu_batch
+        if per_gpu > largest:
+            raise PlanError(
+                f"per-GPU batch {per_gpu} does not fit in {cluster.gpu_type} memory for "
+                f"{req.model} {req.precision} (largest {largest}); suggestion: "
+                f"--per-gpu-batch {largest}, the planner then accumulates "
+                f"{math.ceil(per_gpu / largest)}x more batches per allreduce")
+        rules["per_gpu_batch"] = "given (recipe or --per-gpu-batch)"
+
+    target = req.target_batch
+    minimum = per_gpu * (req.gpus or 1)
+    if target < minimum:
+        what = f"{req.gpus} GPUs x {per_gpu}" if req.gpus else f"one GPU's batch {per_gpu}"
+        fix = (f"--gpus {max(1, target // per_gpu)}" if req.gpus and target >= per_gpu
+               else f"--per-gpu-batch {_pow2_floor(target / (req.gpus or 1))}")
+        raise PlanError(f"target batch {target} is below the minimum {minimum} "
+                        f"({what}); suggestion: {fix} or --target-batch {minimum}")
+    unit = per_gpu * (req.gpus or 1)
+    if target % unit:
+        what = f"{req.gpus} GPUs x per-GPU batch {per_gpu}" if req.gpus else \
+            f"per-GPU batch {per_gpu}"
+        raise PlanError(f"target batch {target} is not a multiple of {unit} ({what}); "
+                        f"nearest feasible targets: {_nearest(target, unit)}")
+    m = target // per_gpu
+    if req.gpus:
+        gpus = req.gpus
+        nodes, per_node = _layout(gpus, cluster)
+        rules["gpus"] = f"given: {gpus} GPUs on {nodes} node(s)"
+    else:
+        gpus = _auto_gpus(m, cluster)
+        nodes, per_node = (1, gpus) if gpus <= cluster.gpus_per_node else \
+            (gpus // cluster.gpus_per_node, cluster.gpus_per_node)
+        rules["gpus"] = (f"as many as divide {target}/{per_gpu} = {m} within "
+                         f"{cluster.max_gpus} GPUs, whole nodes when more than one")
+    k = m // gpus
+    rules["batches_per_allreduce"] = (f"{target} / ({gpus} x {per_gpu}) = {k}"
+                                      + (" (gradient accumulation)" if k > 1 else ""))
+
+    lr, warmup, epsilon, texts = lr_by_rule(req.lr_rule, target)
+    rules.update(texts)
+    chosen = {"base_lr": lr, "warmup_epochs": warmup, "epsilon": epsilon}
+    for key, value in req.overrides.items():
+        if key not in OVERRIDABLE:
+            raise PlanError(f"override {key!r} is unknown; expected one of: "
+                            f"{', '.join(OVERRIDABLE)}")
+        if value is not None:
+            rules[key] = f"recipe override ({req.lr_rule} gives {chosen[key]:g})"
+            chosen[key] = float(value)
+
+    fp16_allreduce = (req.precision != "fp32") if req.fp16_allreduce is None \
+        else req.fp16_allreduce
+    est = estimate(gpu_type=cluster.gpu_type, model=req.model, precision=req.precision,
+                   image_size=req.image_size, ranks=gpus, nodes=nodes,
+                   gpus_per_node=per_node, interconnect_gbps=cluster.interconnect_gbps,
+                   per_gpu_batch=per_gpu, batches_per_allreduce=k, epochs=req.epochs,
+                   train_images=req.train_images, fp16_allreduce=fp16_allreduce)
+    usable = cluster.walltime_seconds - cluster.signal_margin_seconds
+    jobs = _check_walltime(est, usable, req, cluster, gpus)
+    return Plan(nodes=nodes, gpus=gpus, gpus_per_node=per_node, per_gpu_batch=per_gpu,
+                batches_per_allreduce=k, effective_batch=target,
+                base_lr=chosen["base_lr"], warmup_epochs=chosen["warmup_epochs"],
+                epsilon=chosen["epsilon"], lr_rule=req.lr_rule, rules=rules, estimate=est,
+                model=req.model, precision=req.precision, epochs=req.epochs,
+                jobs_needed=jobs)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _check_walltime(est: Estimate, usable: int, req: PlanRequest, cluster: Cluster,
+                    gpus: int) -> int:
+    """Number of chained jobs; PlanError if not even one chunk of work fits."""
+    if req.checkpoint_every_steps:
+        chunk = req.checkpoint_every_steps * est.step_seconds
+        if chunk > usable:
+            steps = max(1, int(usable * 0.8 / est.step_seconds))
+            raise PlanError(
+                f"{req.checkpoint_every_steps} steps between checkpoints take "
+                f"~{format_duration(chunk)} but a job may run {format_duration(usable)}; "
+                f"suggestion: checkpoint_every_steps: {steps} in the recipe's trainer section")
+        return max(1, math.ceil(est.total_seconds / usable))
+    if est.epoch_seconds > usable:
+        steps = max(1, int(usable * 0.8 / est.step_seconds))
+        more = ""
+        if gpus < cluster.max_gpus:
+            more = f"use more GPUs (up to {cluster.max_gpus}) or "
+        raise PlanError(
+            f"one epoch takes ~{format_duration(est.epoch_seconds)} (estimate) but a job on "
+            f"{cluster.name} may run {format_duration(usable)} (walltime minus "
+            f"{cluster.signal_margin_seconds}s signal margin); suggestion: {more}chain jobs "
+            f"that checkpoint mid-epoch: checkpoint_every_steps: {steps} in the recipe's "
+            "trainer section")
+    return max(1, math.ceil(est.total_seconds / usable))

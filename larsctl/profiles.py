@@ -1,0 +1,263 @@
+"""Cluster profiles: one YAML file per cluster, validated by a pydantic model.
+
+Shipped profiles live in ``clusters/`` at the repository root (installs are
+editable); user profiles in ``$LARSCTL_CONFIG_DIR/clusters`` (default
+``~/.config/larsctl/clusters``) override shipped ones with the same ``name``.
+Every problem is one line: ``<file>:<line>: <field>: <what was expected> (got <value>)``.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      PrivateAttr, ValidationInfo, field_validator)
+
+import larsctl
+from larsctl.errors import UserError
+from larsctl.yamlio import load_model
+
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+WALLTIME_RE = re.compile(r"(?:(\d+)-)?(\d{1,3}):([0-5]\d):([0-5]\d)")
+MARGIN_RE = re.compile(r"(\d+):([0-5]\d)")
+DEFAULT_SIGNAL_MARGIN = 300
+
+
+class ProfileError(UserError):
+    """An invalid or unknown cluster profile (exit 2, one line)."""
+
+
+class Scheduler(str, enum.Enum):
+    local = "local"
+    slurm = "slurm"
+    pbs = "pbs"
+
+
+class GpuType(str, enum.Enum):
+    V100_16GB = "V100-16GB"
+    V100_32GB = "V100-32GB"
+    P100_12GB = "P100-12GB"
+    P100_16GB = "P100-16GB"
+    A100_40GB = "A100-40GB"
+    A100_80GB = "A100-80GB"
+    H100_80GB = "H100-80GB"
+    cpu = "cpu"
+
+
+class Mpi(str, enum.Enum):
+    openmpi = "openmpi"
+    mpich = "mpich"
+    intelmpi = "intelmpi"
+    mvapich2 = "mvapich2"
+    srun_pmix = "srun-pmix"
+    gloo = "gloo"
+
+
+class Engine(str, enum.Enum):
+    horovod = "horovod"
+    ddp = "ddp"
+
+
+class GpuDirective(str, enum.Enum):
+    gres = "gres"              # #SBATCH --gres=gpu:N
+    gpus_per_node = "gpus-per-node"  # #SBATCH --gpus-per-node=N
+
+
+class ContainerRuntime(str, enum.Enum):
+    apptainer = "apptainer"
+    singularity = "singularity"
+
+
+def walltime_seconds(text: str) -> int:
+    """Seconds in a validated "HH:MM:SS" or "D-HH:MM:SS" string."""
+    match = WALLTIME_RE.fullmatch(text)
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def _check_name(value: str) -> str:
+    if not NAME_RE.fullmatch(value):
+        raise ValueError("expected letters, digits, '_', '.' or '-' only")
+    return value
+
+
+def _check_env_name(value: str) -> str:
+    if not ENV_NAME_RE.fullmatch(value):
+        raise ValueError("expected a shell variable name ([A-Za-z_][A-Za-z0-9_]*)")
+    return value
+
+
+def _check_walltime(value: str) -> str:
+    match = WALLTIME_RE.fullmatch(value)
+    if not match or walltime_seconds(value) == 0:
+        raise ValueError('expected "HH:MM:SS" or "D-HH:MM:SS" (longer than zero)')
+    return value
+
+
+def _parse_margin(value: object) -> object:
+    """USR2 margin: seconds, or "MM:SS" (the same form as Slurm's --signal)."""
+    if isinstance(value, str):
+        match = MARGIN_RE.fullmatch(value.strip())
+        if not match:
+            raise ValueError('expected seconds or "MM:SS"')
+        return int(match.group(1)) * 60 + int(match.group(2))
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+Walltime = Annotated[str, AfterValidator(_check_walltime)]
+Seconds = Annotated[int, BeforeValidator(_parse_margin), Field(ge=0)]
+
+
+class Container(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    runtime: ContainerRuntime
+    image: str = Field(min_length=1)
+    options: list[str] = []
+
+
+class ClusterProfile(BaseModel):
+    """One cluster: what the scheduler offers and how a job gets its environment."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True,
+                              use_enum_values=True, frozen=True)
+
+    name: Name
+    description: str = ""
+    scheduler: Scheduler
+    nodes: int = Field(ge=1)
+    gpus_per_node: int = Field(ge=1)   # for gpu_type cpu: worker processes per node
+    gpu_type: GpuType
+    cpus_per_node: int = Field(ge=1)
+    interconnect_gbps: float = Field(gt=0)  # per-node injection bandwidth, Gbit/s
+    mpi: Mpi
+    engine: Engine
+    partition: str | None = None       # Slurm partition / PBS queue
+    account: str | None = None         # Slurm account / PBS project
+    walltime: Walltime
+    signal_margin: Seconds = DEFAULT_SIGNAL_MARGIN
+    gpu_directive: GpuDirective = "gres"
+    modules: list[str] = []
+    env: dict[EnvName, str] = {}
+    venv: str | None = None
+    container: Container | None = None
+    workdir: str = Field(min_length=1)
+    python: str = Field("python", min_length=1)
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("signal_margin")
+    @classmethod
+    def _margin_below_walltime(cls, value: int, info: ValidationInfo) -> int:
+        walltime = info.data.get("walltime")
+        if walltime is not None and value >= walltime_seconds(walltime):
+            raise ValueError(f"expected fewer seconds than the walltime {walltime}")
+        return value
+
+    @property
+    def walltime_seconds(self) -> int:
+        return walltime_seconds(self.walltime)
+
+    @property
+    def signal_margin_seconds(self) -> int:
+        return self.signal_margin
+
+    @property
+    def max_gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    @property
+    def source(self) -> Path | None:
+        """The file this profile was read from (None when built in code)."""
+        return self._source
+
+    def expanded_workdir(self) -> Path:
+        """``workdir`` with ``~`` and $VARS expanded here (LARSCTL_HOME has its default)."""
+        return Path(expand_path(self.workdir))
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def larsctl_home() -> Path:
+    return Path(os.environ.get("LARSCTL_HOME") or "~/.local/share/larsctl").expanduser()
+
+
+def expand_path(text: str) -> str:
+    """Expand ``~`` and $VARS; LARSCTL_HOME falls back to its documented default."""
+    env = dict(os.environ)
+    env.setdefault("LARSCTL_HOME", str(larsctl_home()))
+    expanded = re.sub(r"\$(\w+)|\$\{(\w+)\}",
+                      lambda m: env.get(m.group(1) or m.group(2), m.group(0)), text)
+    return os.path.expanduser(expanded)
+
+
+def shipped_dir() -> Path:
+    return Path(larsctl.__file__).resolve().parent.parent / "clusters"
+
+
+def user_dir() -> Path:
+    base = os.environ.get("LARSCTL_CONFIG_DIR") or "~/.config/larsctl"
+    return Path(base).expanduser() / "clusters"
+
+
+def read_profile(path: Path | str) -> ClusterProfile:
+    """Load and validate one profile file (raises ProfileError with file:line)."""
+    path = Path(path)
+    profile, _ = load_model(path, ClusterProfile, ProfileError)
+    profile._source = path
+    return profile
+
+
+def _files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def _read_dir(directory: Path) -> dict[str, ClusterProfile]:
+    found: dict[str, ClusterProfile] = {}
+    for path in _files(directory):
+        profile = read_profile(path)
+        if profile.name in found:
+            raise ProfileError(f"{path}:1: name: {profile.name!r} is already defined in "
+                               f"{found[profile.name].source}")
+        found[profile.name] = profile
+    return found
+
+
+def list_profiles() -> list[ClusterProfile]:
+    """Every profile, user files overriding shipped ones of the same name, by name."""
+    merged = _read_dir(shipped_dir())
+    merged.update(_read_dir(user_dir()))
+    return [merged[name] for name in sorted(merged)]
+
+
+def load_profile(name_or_path: str | Path) -> ClusterProfile:
+    """A profile by name (user dir first, then shipped) or by file path."""
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or os.sep in text:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ProfileError(f"{path}: no such profile file")
+        return read_profile(path)
+    # Fast path: a file named after the profile; a broken unrelated file does not get in the way.
+    for directory in (user_dir(), shipped_dir()):
+        for suffix in (".yaml", ".yml"):
+            candidate = directory / f"{text}{suffix}"
+            if candidate.is_file():
+                profile = read_profile(candidate)
+                if profile.name == text:
+                    return profile
+    by_name = {p.name: p for p in list_profiles()}
+    if text not in by_name:
+        known = ", ".join(sorted(by_name)) or "none"
+        raise ProfileError(f"unknown cluster {text!r}; expected one of: {known} "
+                           f"(or add {user_dir() / (text + '.yaml')})")
+    return by_name[text]
