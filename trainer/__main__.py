@@ -1,0 +1,35 @@
+"""`python -m trainer`: parse, run, and map failures onto the documented exit codes."""
+from __future__ import annotations
+
+import sys
+
+from trainer import exitcodes
+from trainer.data import DataError
+from trainer.errors import BadInput
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        from trainer.cli import parse_args
+
+        cfg, plan = parse_args(argv)
+        from trainer.run import Run
+
+        return Run(cfg, plan, source=_config_source(argv)).execute()
+    except (BadInput, DataError) as exc:
+        print(f"trainer: error: {exc}", file=sys.stderr, flush=True)
+        return exitcodes.BAD_INPUT
+
+
+def _config_source(argv: list[str] | None) -> str:
+    args = sys.argv[1:] if argv is None else argv
+    for i, a in enumerate(args):
+        if a == "--config" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return "--config"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Horovod engine: DistributedOptimizer with backward_passes_per_step = k.
+
+Launched by horovodrun (Gloo), mpirun (Open MPI) or srun --mpi=pmix; Horovod
+reads its own rank variables.  Gradients are averaged (op=Average) once per k
+backward passes, optionally compressed to fp16.
+"""
+from __future__ import annotations
+
+import torch
+import horovod.torch as hvd
+
+from trainer.engines.base import Engine
+from trainer.environment import JobEnvironment
+
+
+class HorovodEngine(Engine):
+    name = "horovod"
+
+    def __init__(self, use_cuda: bool):
+        hvd.init()
+        self.env = JobEnvironment("horovod", hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), "", 0)
+        self.device = torch.device("cuda", hvd.local_rank()) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(self.device)
+        self._calls = 0
+
+    def wrap(self, model, optimizer, batches_per_allreduce, fp16_allreduce):
+        compression = hvd.Compression.fp16 if fp16_allreduce else hvd.Compression.none
+        optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
+                                             compression=compression, op=hvd.Average,
+                                             backward_passes_per_step=batches_per_allreduce)
+        return model, optimizer
+
+    def optimizer_step(self, optimizer, scaler):
+        if scaler is None:
+            optimizer.step()
+            return
+        # The allreduce must finish before the scaler unscales and checks for inf.
+        optimizer.synchronize()
+        scaler.unscale_(optimizer)
+        with optimizer.skip_synchronize():
+            scaler.step(optimizer)
+        scaler.update()
+
+    def broadcast_state(self, model, optimizer):
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        # A fresh optimizer has no state; broadcast_optimizer_state would create it
+        # with a zero-gradient step (which applies weight decay), so only broadcast
+        # state that exists (after a resume).
+        if len(optimizer.state_dict()["state"]) > 0:
+            hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+
+    def broadcast_buffers(self, model):
+        hvd.broadcast_parameters(dict(model.named_buffers()), root_rank=0)
+
+    def _name(self, what: str) -> str:
+        self._calls += 1
+        return f"trainer.{what}.{self._calls}"
+
+    def allreduce_sum(self, tensor):
+        return hvd.allreduce(tensor.detach().clone(), op=hvd.Sum, name=self._name("sum")).cpu()
+
+    def broadcast_int(self, value):
+        t = hvd.broadcast(torch.tensor([value], dtype=torch.int64), root_rank=0, name=self._name("bcast"))
+        return int(t.item())
+
+    def barrier(self):
+        hvd.barrier()
+
+    def shutdown(self):
+        hvd.shutdown()

@@ -1,0 +1,109 @@
+"""Rank 0's outputs: metrics.jsonl (larsctl reads it), TensorBoard events, progress.
+
+metrics.jsonl gets one JSON object per line, appended and flushed line by line:
+  {"kind": "train", "time", "epoch", "step", "total_steps", "steps_per_epoch", "loss",
+   "accuracy", "lr", "images_per_sec", "effective_batch"}
+  {"kind": "val", "time", "epoch", "step", "loss", "accuracy", "top5"}
+  {"kind": "event", "time", "event": start|resume|checkpoint|preempted|done, "step", "epoch",
+   optional "path", "message"}
+TensorBoard tags: train/loss, train/accuracy, train/lr, train/images_per_sec, val/loss,
+val/accuracy, val/top5, with the optimizer step as global step.
+Other ranks get a MetricsLogger with enabled=False, which writes nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EVENTS = ("start", "resume", "checkpoint", "preempted", "done")
+
+
+class MetricsLogger:
+    def __init__(self, jsonl_path: Path, tensorboard_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self._file = None
+        self._writer = None
+        if not enabled:
+            return
+        jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(jsonl_path, "a", encoding="utf-8")
+        from torch.utils.tensorboard import SummaryWriter  # imports TensorBoard: rank 0 only
+
+        self._writer = SummaryWriter(log_dir=str(tensorboard_dir))
+
+    def _line(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if record["kind"] == "event":  # events mark resumable points: make them durable
+            os.fsync(self._file.fileno())
+
+    def event(self, event: str, step: int, epoch: float, **extra: Any) -> None:
+        assert event in EVENTS, event
+        if not self.enabled:
+            return
+        self._line({"kind": "event", "time": time.time(), "event": event, "step": step, "epoch": epoch,
+                    **{k: v for k, v in extra.items() if v is not None}})
+
+    def train(self, *, epoch: float, step: int, total_steps: int, steps_per_epoch: int, loss: float,
+              accuracy: float, lr: float, images_per_sec: float, effective_batch: int) -> None:
+        if not self.enabled:
+            return
+        self._line({"kind": "train", "time": time.time(), "epoch": epoch, "step": step,
+                    "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "loss": loss,
+                    "accuracy": accuracy, "lr": lr, "images_per_sec": images_per_sec,
+                    "effective_batch": effective_batch})
+        for tag, value in (("loss", loss), ("accuracy", accuracy), ("lr", lr), ("images_per_sec", images_per_sec)):
+            self._writer.add_scalar(f"train/{tag}", value, step)
+
+    def val(self, *, epoch: float, step: int, loss: float, accuracy: float, top5: float) -> None:
+        if not self.enabled:
+            return
+        self._line({"kind": "val", "time": time.time(), "epoch": epoch, "step": step, "loss": loss,
+                    "accuracy": accuracy, "top5": top5})
+        for tag, value in (("loss", loss), ("accuracy", accuracy), ("top5", top5)):
+            self._writer.add_scalar(f"val/{tag}", value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._file is not None:
+            self._file.close()
+
+
+class Progress:
+    """A tqdm bar on a terminal; plain `key=value` lines in batch logs (rank 0 only)."""
+
+    def __init__(self, enabled: bool, total: int, initial: int):
+        self.enabled = enabled
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, step: int, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix_str(text, refresh=True)
+        else:
+            print(f"trainer: step={step} {text}", file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(f"trainer: {text}", file=sys.stderr)
+        else:
+            print(f"trainer: {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
