@@ -1,0 +1,241 @@
+"""The line that starts the trainer on every rank, per MPI flavour and engine (pure).
+
+A launch line is a sequence of words.  Literal words go through ``shlex.quote``;
+the few words only the batch shell can know (the host list, the first host) are
+:class:`Shell` fragments that reference variables set by :attr:`Launch.setup`,
+always double-quoted.  ``Launch.argv`` gives a plain argv (only when nothing is
+left to the shell, e.g. the local scheduler); ``Launch.line`` the quoted text.
+
+Per ``mpi`` (engine horovod):
+  openmpi    mpirun -np N -npernode G -bind-to none -map-by slot -x NCCL_DEBUG ... -mca pml ob1
+             -mca btl ^openib (Open MPI reads the Slurm allocation itself; on PBS without TM it
+             gets -hostfile $PBS_NODEFILE)
+  mpich,     mpiexec -n N -ppn G -genvlist ... -genv NAME VALUE (Hydra reads the Slurm/PBS
+  intelmpi   allocation; -f $PBS_NODEFILE on PBS)
+  mvapich2   the same Hydra mpiexec (MVAPICH2 ships it) plus MV2_ENABLE_AFFINITY=0 so Horovod's
+             background thread is not pinned to the rank's core; mpirun_rsh is not used because
+             it needs an explicit hostfile and ssh, which Hydra derives from the allocation.
+  srun-pmix  srun --mpi=pmix (Slurm only).  Not --mpi=pmi2: Open MPI 5 under pmi2 silently
+             starts N singletons that each train alone.
+  gloo       horovodrun --gloo -np N -H host1:G,host2:G (hosts from `scontrol show hostnames`,
+             $PBS_NODEFILE, or localhost)
+Engine ddp always uses torchrun (as ``python -m torch.distributed.run`` so the profile's
+interpreter is used): c10d rendezvous on the first host, one torchrun per node started
+by srun (Slurm), by the flavour's MPI launcher with one process per node (PBS), or
+directly (one node).
+
+The container prefix (``apptainer|singularity exec [--nv] [options] image``) wraps
+the per-rank trainer command under MPI/srun launchers, and the launcher itself for
+horovodrun/torchrun (they spawn the ranks from inside the container).
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import zlib
+from dataclasses import dataclass
+from pathlib import PurePath
+
+
+class LaunchError(ValueError):
+    """A profile combination that has no launch line (e.g. srun on PBS)."""
+
+
+class Shell(str):
+    """A word the batch shell expands at run time (already quoted)."""
+
+
+def _v(x) -> str:
+    return str(getattr(x, "value", x))  # profile enums or plain strings
+
+
+def quote_word(word: str) -> str:
+    return str(word) if isinstance(word, Shell) else shlex.quote(str(word))
+
+
+def join(words) -> str:
+    return " ".join(quote_word(w) for w in words)
+
+
+# Variables every MPI launcher forwards to remote ranks (plus the profile's env).
+PASS_ENV = ("NCCL_DEBUG", "LD_LIBRARY_PATH", "PATH", "PYTHONPATH", "LARSCTL_DATA")
+HOSTS_VAR = "LARSCTL_HOSTS"    # host1:G,host2:G (horovodrun -H)
+MASTER_VAR = "LARSCTL_MASTER"  # first host (torchrun rendezvous)
+
+
+@dataclass(frozen=True)
+class Launch:
+    words: tuple
+    setup: tuple[str, ...] = ()  # shell lines that set the variables the words use
+
+    @property
+    def line(self) -> str:
+        return join(self.words)
+
+    @property
+    def argv(self) -> list[str]:
+        if any(isinstance(w, Shell) for w in self.words):
+            raise LaunchError("this launch line needs the batch shell (it uses the host list)")
+        return [str(w) for w in self.words]
+
+
+def trainer_command(profile, job_dir) -> list[str]:
+    job_dir = str(job_dir)
+    return [profile.python, "-m", "trainer", "--config", str(PurePath(job_dir) / "job.yaml"),
+            "--out-dir", job_dir]
+
+
+def container_prefix(profile) -> list[str]:
+    c = profile.container
+    if not c:
+        return []
+    gpu = ["--nv"] if _v(profile.gpu_type) != "cpu" else []
+    return [_v(c.runtime), "exec", *gpu, *c.options, shell_path(c.image)]
+
+
+def _hosts_command(scheduler: str) -> str:
+    if scheduler == "slurm":
+        return 'scontrol show hostnames "$SLURM_JOB_NODELIST"'
+    if scheduler == "pbs":
+        return "awk '!seen[$0]++' \"$PBS_NODEFILE\""  # unique, in allocation order
+    return "echo localhost"
+
+
+def _hosts_setup(scheduler: str, per_node: int) -> tuple[str, ...]:
+    """Shell line setting LARSCTL_HOSTS (host1:G,host2:G) for horovodrun -H."""
+    if scheduler not in ("slurm", "pbs"):
+        return (f"{HOSTS_VAR}=localhost:{per_node}",)
+    awk = f"awk -v g={per_node} '{{printf \"%s%s:%d\", (NR > 1 ? \",\" : \"\"), $0, g}}'"
+    return (f"{HOSTS_VAR}=$({_hosts_command(scheduler)} | {awk})",)
+
+
+def _master_setup(scheduler: str) -> tuple[str, ...]:
+    """Shell line setting LARSCTL_MASTER (the first host: torchrun's rendezvous)."""
+    return (f"{MASTER_VAR}=$({_hosts_command(scheduler)} | head -n 1)",)
+
+
+def _rdzv_port(job_id: str) -> int:
+    # Distinct jobs sharing a first node should not fight over one port.
+    return 29400 + zlib.crc32(job_id.encode()) % 500
+
+
+def _mpi_env_names(profile) -> list[str]:
+    return [*PASS_ENV, *sorted(profile.env)]
+
+
+def _openmpi(n: int, per_node: int, profile, scheduler: str) -> list:
+    words = ["mpirun", "-np", n, "-npernode", per_node, "-bind-to", "none", "-map-by", "slot"]
+    for name in _mpi_env_names(profile):
+        words += ["-x", name]
+    words += ["-mca", "pml", "ob1", "-mca", "btl", "^openib"]
+    if scheduler == "pbs":
+        words += ["-hostfile", Shell('"$PBS_NODEFILE"')]
+    if _v(profile.gpu_type) == "cpu":
+        words.append("--oversubscribe")  # CPU worker processes may outnumber cores
+    return words
+
+
+def _hydra(n: int, per_node: int, profile, scheduler: str) -> list:
+    words = ["mpiexec", "-n", n, "-ppn", per_node, "-genvlist", ",".join(_mpi_env_names(profile))]
+    if _v(profile.mpi) == "mvapich2":
+        words += ["-genv", "MV2_ENABLE_AFFINITY", "0"]
+        if _v(profile.gpu_type) != "cpu":
+            words += ["-genv", "MV2_USE_CUDA", "1"]
+    if scheduler == "pbs":
+        words += ["-f", Shell('"$PBS_NODEFILE"')]
+    return words
+
+
+def _srun(n: int, per_node: int, nodes: int) -> list:
+    return ["srun", "--mpi=pmix", f"--nodes={nodes}", f"--ntasks={n}",
+            f"--ntasks-per-node={per_node}", "--cpu-bind=none", "--kill-on-bad-exit=1"]
+
+
+def build_launch(profile, plan, job_dir, *, scheduler: str | None = None, job_id: str = "job") -> Launch:
+    """The launch line for ``plan`` on ``profile``; ``scheduler`` defaults to the profile's."""
+    scheduler = scheduler or _v(profile.scheduler)
+    mpi, engine = _v(profile.mpi), _v(profile.engine)
+    n, per_node, nodes = plan.gpus, plan.gpus_per_node, plan.nodes
+    trainer = trainer_command(profile, job_dir)
+    box = container_prefix(profile)
+    if mpi == "srun-pmix" and scheduler != "slurm":
+        raise LaunchError(f"mpi: srun-pmix needs scheduler slurm (profile {profile.name} uses {scheduler})")
+
+    if engine == "ddp":
+        return _torchrun(profile, plan, trainer, box, scheduler, job_id)
+    if mpi == "gloo":
+        words = [*box, "horovodrun", "--gloo", "-np", n, "-H", Shell(f'"${HOSTS_VAR}"'), *trainer]
+        return Launch(tuple(words), _hosts_setup(scheduler, per_node))
+    if mpi == "openmpi":
+        launcher = _openmpi(n, per_node, profile, scheduler)
+    elif mpi in ("mpich", "intelmpi", "mvapich2"):
+        launcher = _hydra(n, per_node, profile, scheduler)
+    elif mpi == "srun-pmix":
+        launcher = _srun(n, per_node, nodes)
+    else:
+        raise LaunchError(f"mpi: unknown flavour {mpi!r}")
+    return Launch(tuple([*launcher, *box, *trainer]))
+
+
+def _torchrun(profile, plan, trainer, box, scheduler, job_id) -> Launch:
+    python, module_args = trainer[0], trainer[1:]
+    if plan.nodes == 1:
+        rdzv = ["--standalone"]  # picks a free port: no clash between jobs on one node
+        setup: tuple[str, ...] = ()
+    else:
+        rdzv = ["--rdzv-backend=c10d", "--rdzv-id", job_id,
+                "--rdzv-endpoint", Shell(f'"${MASTER_VAR}:{_rdzv_port(job_id)}"')]
+        setup = _master_setup(scheduler)
+    torchrun = [*box, python, "-m", "torch.distributed.run", f"--nnodes={plan.nodes}",
+                f"--nproc-per-node={plan.gpus_per_node}", *rdzv, *module_args]
+    if plan.nodes == 1:
+        return Launch(tuple(torchrun), setup)
+    mpi = _v(profile.mpi)
+    if scheduler == "slurm":
+        per_node = ["srun", f"--nodes={plan.nodes}", f"--ntasks={plan.nodes}", "--ntasks-per-node=1",
+                    "--cpu-bind=none", "--kill-on-bad-exit=1"]
+    elif mpi == "openmpi":
+        per_node = _openmpi(plan.nodes, 1, profile, scheduler)
+    elif mpi in ("mpich", "intelmpi", "mvapich2"):
+        per_node = _hydra(plan.nodes, 1, profile, scheduler)
+    else:
+        raise LaunchError(f"engine ddp on {plan.nodes} nodes under {scheduler} needs an MPI launcher "
+                          f"to start one torchrun per node; mpi {mpi} has none")
+    return Launch(tuple([*per_node, *torchrun]), setup)
+
+
+_VAR = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
+
+
+def shell_path(text: str) -> Shell:
+    """A cluster-side path where ``~`` and $VARS expand on the cluster and nothing else does."""
+    parts = []
+    if text == "~" or text.startswith("~/"):
+        parts.append('"$HOME"')
+        text = text[1:]
+    pos = 0
+    for m in _VAR.finditer(text):
+        if m.start() > pos:
+            parts.append(shlex.quote(text[pos:m.start()]))
+        parts.append(f'"${{{m.group(1) or m.group(2)}}}"')
+        pos = m.end()
+    if pos < len(text) or not parts:
+        parts.append(shlex.quote(text[pos:]))
+    return Shell("".join(parts))
+
+
+def setup_lines(profile) -> list[str]:
+    """Module loads, environment exports and venv activation, each value quoted."""
+    lines = []
+    if profile.modules:
+        lines += [f"module load {shlex.quote(m)}" for m in profile.modules]
+    # Set every forwarded variable, so `mpirun -x NAME` never warns about a missing one.
+    lines += ['export NCCL_DEBUG="${NCCL_DEBUG:-WARN}"',
+              'export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" PYTHONPATH="${PYTHONPATH:-}"',
+              'export LARSCTL_DATA="${LARSCTL_DATA:-$HOME/.cache/larsctl/datasets}"']
+    lines += [f"export {name}={shlex.quote(str(value))}" for name, value in sorted(profile.env.items())]
+    if profile.venv:
+        venv = shell_path(str(PurePath(profile.venv) / "bin" / "activate"))
+        # shellcheck cannot follow a path only the cluster has
+        lines += ["# shellcheck disable=SC1090,SC1091", f"source {venv}"]
+    return lines

@@ -1,0 +1,236 @@
+"""Slurm: render an sbatch script (pure), submit it, read states, cancel.
+
+What submitit gives and what it does not.  submitit (in the venv) is built around
+pickled Python callables: its ``_make_sbatch_string`` always wraps the command in
+its own ``srun --output ... python -m submitit.core._submit`` and its own log
+paths, so it cannot render a script whose launcher is mpirun, horovodrun or
+torchrun, and its USR2 handling lives in the pickled callable (``Checkpointable``)
+rather than in the batch shell.  What fits is its output parsing:
+``SlurmInfoWatcher.read_info`` (header + ``|``-separated rows, array ids
+expanded) reads both our squeue and sacct output, and ``read_job_id`` parses
+the ids.  Everything else (directives from a profile, the signal-forwarding and
+requeue shell, squeue -> sacct -> ``sacct -c`` fallback, the state table) is
+written here.
+
+Directives are sorted and every value is shell-quoted (sbatch reads #SBATCH
+values with shell quoting).  ``--dependency`` and ``--kill-on-invalid-dep`` are
+passed on the sbatch command line by :meth:`SlurmScheduler.schedule`, since the id
+of the previous chain segment is known only then.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from submitit.slurm.slurm import SlurmInfoWatcher
+
+from larsctl.launch import _v, build_launch
+from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError
+from larsctl.schedulers.batch import body, directive_value, restart_record
+
+# Slurm's job states (squeue %T / sacct State, first word) -> larsctl's.
+SLURM_STATES: dict[str, JobState] = {
+    "PENDING": JobState.PENDING,
+    "CONFIGURING": JobState.PENDING,
+    "REQUEUED": JobState.REQUEUED,
+    "REQUEUE_FED": JobState.REQUEUED,
+    "REQUEUE_HOLD": JobState.REQUEUED,
+    "RESV_DEL_HOLD": JobState.PENDING,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,
+    "RESIZING": JobState.RUNNING,
+    "SIGNALING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
+    "SUSPENDED": JobState.RUNNING,
+    "STOPPED": JobState.RUNNING,
+    "COMPLETED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED,
+    "BOOT_FAIL": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    "DEADLINE": JobState.TIMEOUT,
+    "TIMEOUT": JobState.TIMEOUT,
+    "CANCELLED": JobState.CANCELLED,
+    "REVOKED": JobState.CANCELLED,
+    "PREEMPTED": JobState.PREEMPTED,
+    "SPECIAL_EXIT": JobState.FAILED,
+}
+
+
+def slurm_state(text: str) -> JobState:
+    """``CANCELLED by 0`` -> CANCELLED; unknown strings -> UNKNOWN."""
+    word = text.split()[0].rstrip("+") if text.strip() else ""
+    return SLURM_STATES.get(word, JobState.UNKNOWN)
+
+
+def _margin(seconds: int) -> int:
+    return max(1, int(seconds))
+
+
+def directives(spec, job_dir: Path, *, job_id: str, segment: int, segments: int) -> list[str]:
+    """``#SBATCH`` lines, sorted by option name, values quoted."""
+    p, plan = spec.profile, spec.plan
+    logs = Path(job_dir) / "logs"
+    name = spec.name if segments == 1 else f"{spec.name}.{segment + 1}of{segments}"
+    opts: dict[str, object] = {
+        "job-name": name,
+        "nodes": plan.nodes,
+        "ntasks-per-node": plan.gpus_per_node,
+        "cpus-per-task": max(1, p.cpus_per_node // plan.gpus_per_node),
+        "time": p.walltime,
+        "signal": f"B:USR2@{_margin(p.signal_margin_seconds)}",
+        "requeue": None,
+        "open-mode": "append",
+        # %j keeps the output of requeued runs apart; a literal % in the path is doubled.
+        "output": str(logs / "slurm-%j.out").replace("%", "%%").replace("%%j", "%j"),
+        "error": str(logs / "slurm-%j.err").replace("%", "%%").replace("%%j", "%j"),
+        "chdir": str(job_dir),
+    }
+    if _v(p.gpu_type) != "cpu":
+        if _v(p.gpu_directive) == "gpus-per-node":
+            opts["gpus-per-node"] = plan.gpus_per_node
+        else:
+            opts["gres"] = f"gpu:{plan.gpus_per_node}"
+    if p.partition:
+        opts["partition"] = p.partition
+    if p.account:
+        opts["account"] = p.account
+    lines = []
+    for key in sorted(opts):
+        value = opts[key]
+        lines.append(f"#SBATCH --{key}" if value is None
+                     else f"#SBATCH --{key}={directive_value(value, key)}")
+    return lines
+
+
+def render(spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int = 1,
+           max_restarts: int = 0) -> tuple[str, str]:
+    """(script, launch line) for one chain segment."""
+    job_dir = Path(job_dir)
+    launch = build_launch(spec.profile, spec.plan, job_dir, scheduler="slurm", job_id=job_id)
+    header = ["#!/bin/bash",
+              f"# larsctl job {directive_value(job_id, 'job id')} segment {segment + 1} of {segments}",
+              *directives(spec, job_dir, job_id=job_id, segment=segment, segments=segments)]
+    requeue = [
+        restart_record("$SLURM_JOB_ID", f" segment={segment}"),
+        'echo "larsctl: requeueing job $SLURM_JOB_ID (restart $next)" >&2',
+        # scontrol requeue ends this job; Slurm restarts it and counts SLURM_RESTART_COUNT.
+        'if scontrol requeue "$SLURM_JOB_ID"; then exit 0; fi',
+    ]
+    script = body(spec, job_dir, launch, header=header, requeue=requeue,
+                  max_restarts=max_restarts, restarts_expr='"${SLURM_RESTART_COUNT:-0}"')
+    return script, launch.line
+
+
+@dataclass
+class SlurmScheduler(Scheduler):
+    """sbatch / squeue / sacct / scancel, each call bounded by ``timeout`` seconds."""
+
+    timeout: float = 30.0
+    name = "slurm"
+
+    def dryrun(self, spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int = 1,
+               max_restarts: int = 0) -> BatchRequest:
+        script, line = render(spec, job_dir, job_id=job_id, segment=segment, segments=segments,
+                              max_restarts=max_restarts)
+        suffix = "" if segments == 1 else f".{segment + 1}"
+        return BatchRequest(script=script, script_path=Path(job_dir) / f"job{suffix}.sbatch",
+                            submit_argv=["sbatch", "--parsable"], launch_line=line, segment=segment)
+
+    # -- side effects ----------------------------------------------------------
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout)
+        except FileNotFoundError:
+            raise SchedulerError(f"{argv[0]}: command not found (is this a Slurm login node?)") from None
+        except subprocess.TimeoutExpired:
+            raise SchedulerError(f"{argv[0]} did not answer within {self.timeout:.0f}s") from None
+
+    def schedule(self, request: BatchRequest, *, after: str | None = None,
+                 after_kind: str = "afterany") -> str:
+        _write_atomic(request.script_path, request.script)
+        argv = list(request.submit_argv)
+        if after:
+            argv += [f"--dependency={after_kind}:{after}", "--kill-on-invalid-dep=yes"]
+        r = self._run([*argv, str(request.script_path)])
+        if r.returncode != 0:
+            raise SchedulerError(f"sbatch failed (exit {r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
+        # --parsable prints "id" or "id;cluster"
+        job_id = r.stdout.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise SchedulerError(f"sbatch printed no job id: {r.stdout.strip()!r}")
+        return job_id
+
+    def describe(self, scheduler_ids: list[str]) -> dict[str, JobInfo]:
+        ids = [str(i) for i in scheduler_ids]
+        if not ids:
+            return {}
+        found = parse_squeue(self._squeue(ids))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            found.update(parse_sacct(self._sacct(missing)))
+        return {i: found.get(i, JobInfo(i, JobState.UNKNOWN, reason="not known to squeue or sacct"))
+                for i in ids}
+
+    def _squeue(self, ids: list[str]) -> str:
+        r = self._run(["squeue", "--noheader", "--states=all", "--jobs", ",".join(ids),
+                       "--Format=JobID:|,State:|,RestartCnt:|,Reason:"])
+        if r.returncode != 0:
+            if "Invalid job id" in r.stderr:
+                return ""  # all of them have left the controller's memory: ask sacct
+            raise SchedulerError(f"squeue failed (exit {r.returncode}): {r.stderr.strip()}")
+        return r.stdout
+
+    def _sacct(self, ids: list[str]) -> str:
+        fields = ["--parsable2", "--allocations", "--jobs", ",".join(ids),
+                  "--format=JobID,State,ExitCode"]
+        r = self._run(["sacct", *fields])
+        if r.returncode != 0 or not r.stdout.strip():
+            # No slurmdbd: read the jobcomp/filetxt log instead.
+            r = self._run(["sacct", "-c", *fields])
+        if r.returncode != 0:
+            raise SchedulerError(f"sacct failed (exit {r.returncode}): {r.stderr.strip()}")
+        return r.stdout
+
+    def cancel(self, scheduler_id: str) -> None:
+        r = self._run(["scancel", str(scheduler_id)])
+        if r.returncode != 0 and "Invalid job id" not in r.stderr and "already completing" not in r.stderr:
+            raise SchedulerError(f"scancel failed (exit {r.returncode}): {r.stderr.strip()}")
+
+
+# -- pure parsers ------------------------------------------------------------------
+def parse_squeue(text: str) -> dict[str, JobInfo]:
+    """Rows of ``squeue --noheader --Format=JobID:|,State:|,RestartCnt:|,Reason:``."""
+    table = SlurmInfoWatcher().read_info("JobID|State|Restarts|Reason\n" + text)
+    return {job_id: JobInfo(job_id, slurm_state(row.get("State", "")),
+                            restarts=int(row.get("Restarts") or 0),
+                            reason=_reason(row.get("Reason", "")))
+            for job_id, row in table.items()}
+
+
+def parse_sacct(text: str) -> dict[str, JobInfo]:
+    """``sacct --parsable2 --format=JobID,State,ExitCode`` (header included)."""
+    table = SlurmInfoWatcher().read_info(text)
+    out = {}
+    for job_id, row in table.items():
+        state = slurm_state(row.get("State", ""))
+        code = row.get("ExitCode", "")
+        out[job_id] = JobInfo(job_id, state, reason="" if code in ("", "0:0") else f"exit {code}")
+    return out
+
+
+def _reason(text: str) -> str:
+    return "" if text.strip() in ("", "None") else text.strip()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)
