@@ -1,0 +1,142 @@
+"""``larsctl logs``: a job's output, all ranks or one, optionally followed live.
+
+The batch script's combined output lives in ``logs/`` (one file per segment);
+per-rank files, when the launcher writes them (horovodrun/mpirun
+``--output-filename``, torchrun ``--log-dir``), live under ``logs/ranks/``.
+Without per-rank files, ``--rank`` filters the combined output by the
+launcher's rank prefix ("[1,0]<stdout>:", "[0]<stdout>:", "[default0]:").
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from larsctl.jobdir import RANK_PREFIX, JobPaths
+from larsctl.registry import Registry
+
+FOLLOW_INTERVAL_S = 1.0
+
+
+def _segment_key(path: Path):
+    m = re.search(r"(\d+)", path.stem)
+    return (int(m.group(1)) if m else -1, path.name)
+
+
+def combined_logs(paths: JobPaths) -> list[Path]:
+    """The scripts' own output files, in segment order."""
+    if not paths.logs.is_dir():
+        return []
+    return sorted((p for p in paths.logs.iterdir() if p.is_file()), key=_segment_key)
+
+
+def rank_files(paths: JobPaths, rank: int) -> list[Path]:
+    """Per-rank files of ``rank`` under logs/ranks (any launcher's layout)."""
+    root = paths.rank_logs
+    if not root.is_dir():
+        return []
+    found = [p for p in root.rglob("*") if p.is_file() and (
+        p.parent.name == f"rank.{rank}"                                # horovodrun / mpirun
+        or (p.parent.name == str(rank) and p.parent.parent.name.startswith("attempt_")))]  # torchrun
+    return sorted(found, key=lambda p: (p.stat().st_mtime, str(p)))
+
+
+def filter_rank(lines, rank: int):
+    """Lines a launcher tagged with ``rank``, prefix removed."""
+    for line in lines:
+        m = RANK_PREFIX.match(line)
+        if m and int(m.group("rank")) == rank:
+            yield line[m.end():]
+
+
+class _Tail:
+    """Read what was appended to a file since the last call."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.partial = path, 0, ""
+
+    def read_lines(self) -> list[str]:
+        try:
+            with open(self.path, errors="replace") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+                self.offset = fh.tell()
+        except FileNotFoundError:
+            return []
+        data = self.partial + data
+        lines = data.split("\n")
+        self.partial = lines.pop()  # an unfinished last line waits for its end
+        return [line + "\n" for line in lines]
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
+@click.option("--rank", type=click.IntRange(min=0), help="Only this rank's output.")
+def logs(job_id, follow, rank):
+    """Print a job's output (every segment, all ranks unless --rank).
+
+    \b
+    Examples:
+      larsctl logs demo-20250101-120000-ab12
+      larsctl logs demo-20250101-120000-ab12 --rank 1 --follow
+    """
+    from larsctl.commands.status import refresh, require_dir
+
+    registry = Registry()
+    record = registry.get(job_id)
+    require_dir(record)
+    paths = record.paths
+    ranks = _ranks(paths)
+    if rank is not None and ranks is not None and rank >= ranks:
+        from larsctl.errors import UserError
+
+        raise UserError(f"--rank {rank}: job {job_id} has {ranks} ranks (0..{ranks - 1})")
+    tails: dict[Path, _Tail] = {}
+
+    def sources() -> tuple[list[Path], bool]:
+        if rank is not None:
+            files = rank_files(paths, rank)
+            if files:
+                return files, False
+        return combined_logs(paths), rank is not None
+
+    while True:
+        files, filtered = sources()
+        for path in files:
+            tail = tails.setdefault(path, _Tail(path))
+            lines = tail.read_lines()
+            if filtered:
+                lines = list(filter_rank(lines, rank))
+            if lines:
+                sys.stdout.write("".join(lines))
+                sys.stdout.flush()
+        if not follow:
+            # Without --follow also print an unterminated last line.
+            for tail in tails.values():
+                if tail.partial and not (rank is not None and files and filtered):
+                    sys.stdout.write(tail.partial + "\n")
+            return
+        rows, _ = refresh(registry, [registry.get(job_id)])
+        if rows[0].warnings or _done(rows[0].state):
+            for path in files:  # what was written between the last read and the end
+                lines = tails[path].read_lines() if path in tails else []
+                sys.stdout.write("".join(filter_rank(lines, rank) if filtered else lines))
+            return
+        time.sleep(FOLLOW_INTERVAL_S)
+
+
+def _done(state: str) -> bool:
+    return state in ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED")
+
+
+def _ranks(paths: JobPaths) -> int | None:
+    try:
+        import yaml
+
+        return int(yaml.safe_load(paths.job_yaml.read_text())["plan"]["gpus"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
