@@ -167,9 +167,10 @@ def max_per_gpu_batch(gpu_type: str, model: str, precision: str) -> int:
     """Largest per-GPU batch that fits (power of two); PlanError if unsupported."""
     table = MAX_BATCH_RN50[gpu_type]
     if precision not in table:
-        hint = "fp32 or bf16" if gpu_type == "cpu" else "fp16 (mixed precision)"
+        hint = ("--precision bf16 or --precision fp32" if gpu_type == "cpu" else
+                "--precision fp16 (bf16 needs A100 or H100)")
         raise PlanError(f"precision {precision} is not supported on {gpu_type}; "
-                        f"suggestion: --precision {hint.split()[0]} ({hint})")
+                        f"suggestion: {hint}")
     if gpu_type == "cpu":
         return CPU_BATCH
     return _pow2_floor(table[precision] * MODEL_BATCH_FACTOR[model])
@@ -244,7 +245,7 @@ def _check_request(req: PlanRequest, cluster: Cluster) -> None:
         raise PlanError(f"--gpus {req.gpus} is more than cluster {cluster.name} has "
                         f"({cluster.nodes} nodes x {cluster.gpus_per_node} = "
                         f"{cluster.max_gpus}); suggestion: --gpus {cluster.max_gpus} "
-                        "with more batches per allreduce")
+                        "(the planner accumulates the rest)")
 
 
 def make_plan(cluster: Cluster, req: PlanRequest) -> Plan:
@@ -289,8 +290,8 @@ def make_plan(cluster: Cluster, req: PlanRequest) -> Plan:
         gpus = _auto_gpus(m, cluster)
         nodes, per_node = (1, gpus) if gpus <= cluster.gpus_per_node else \
             (gpus // cluster.gpus_per_node, cluster.gpus_per_node)
-        rules["gpus"] = (f"as many as divide {target}/{per_gpu} = {m} within "
-                         f"{cluster.max_gpus} GPUs, whole nodes when more than one")
+        rules["gpus"] = (f"largest count dividing {target}/{per_gpu} = {m} that fits "
+                         f"{cluster.max_gpus}, whole nodes beyond one node")
     k = m // gpus
     rules["batches_per_allreduce"] = (f"{target} / ({gpus} x {per_gpu}) = {k}"
                                       + (" (gradient accumulation)" if k > 1 else ""))
@@ -314,7 +315,7 @@ def make_plan(cluster: Cluster, req: PlanRequest) -> Plan:
                    per_gpu_batch=per_gpu, batches_per_allreduce=k, epochs=req.epochs,
                    train_images=req.train_images, fp16_allreduce=fp16_allreduce)
     usable = cluster.walltime_seconds - cluster.signal_margin_seconds
-    jobs = _check_walltime(est, usable, req, cluster, gpus)
+    jobs = _check_walltime(est, usable, req, cluster, gpus, k > 1)
     return Plan(nodes=nodes, gpus=gpus, gpus_per_node=per_node, per_gpu_batch=per_gpu,
                 batches_per_allreduce=k, effective_batch=target,
                 base_lr=chosen["base_lr"], warmup_epochs=chosen["warmup_epochs"],
@@ -335,7 +336,7 @@ def format_duration(seconds: float) -> str:
 
 
 def _check_walltime(est: Estimate, usable: int, req: PlanRequest, cluster: Cluster,
-                    gpus: int) -> int:
+                    gpus: int, accumulating: bool) -> int:
     """Number of chained jobs; PlanError if not even one chunk of work fits."""
     if req.checkpoint_every_steps:
         chunk = req.checkpoint_every_steps * est.step_seconds
@@ -350,7 +351,8 @@ def _check_walltime(est: Estimate, usable: int, req: PlanRequest, cluster: Clust
         steps = max(1, int(usable * 0.8 / est.step_seconds))
         more = ""
         if gpus < cluster.max_gpus:
-            more = f"use more GPUs (up to {cluster.max_gpus}) or "
+            more = (f"use more GPUs (--gpus, up to {cluster.max_gpus}) or " if accumulating
+                    else "spread over more GPUs with a smaller --per-gpu-batch or ")
         raise PlanError(
             f"one epoch takes ~{format_duration(est.epoch_seconds)} (estimate) but a job on "
             f"{cluster.name} may run {format_duration(usable)} (walltime minus "

@@ -31,45 +31,19 @@ class ProfileError(UserError):
     """An invalid or unknown cluster profile (exit 2, one line)."""
 
 
-class Scheduler(str, enum.Enum):
-    local = "local"
-    slurm = "slurm"
-    pbs = "pbs"
+def choices(name: str, *values: str) -> type[enum.Enum]:
+    """A str enum whose members are exactly ``values`` (pydantic lists them in errors)."""
+    return enum.Enum(name, {value: value for value in values}, type=str)
 
 
-class GpuType(str, enum.Enum):
-    V100_16GB = "V100-16GB"
-    V100_32GB = "V100-32GB"
-    P100_12GB = "P100-12GB"
-    P100_16GB = "P100-16GB"
-    A100_40GB = "A100-40GB"
-    A100_80GB = "A100-80GB"
-    H100_80GB = "H100-80GB"
-    cpu = "cpu"
-
-
-class Mpi(str, enum.Enum):
-    openmpi = "openmpi"
-    mpich = "mpich"
-    intelmpi = "intelmpi"
-    mvapich2 = "mvapich2"
-    srun_pmix = "srun-pmix"
-    gloo = "gloo"
-
-
-class Engine(str, enum.Enum):
-    horovod = "horovod"
-    ddp = "ddp"
-
-
-class GpuDirective(str, enum.Enum):
-    gres = "gres"              # #SBATCH --gres=gpu:N
-    gpus_per_node = "gpus-per-node"  # #SBATCH --gpus-per-node=N
-
-
-class ContainerRuntime(str, enum.Enum):
-    apptainer = "apptainer"
-    singularity = "singularity"
+Scheduler = choices("Scheduler", "local", "slurm", "pbs")
+GpuType = choices("GpuType", "V100-16GB", "V100-32GB", "P100-12GB", "P100-16GB", "A100-40GB",
+                  "A100-80GB", "H100-80GB", "cpu")
+Mpi = choices("Mpi", "openmpi", "mpich", "intelmpi", "mvapich2", "srun-pmix", "gloo")
+Engine = choices("Engine", "horovod", "ddp")
+# gres: #SBATCH --gres=gpu:N; gpus-per-node: #SBATCH --gpus-per-node=N
+GpuDirective = choices("GpuDirective", "gres", "gpus-per-node")
+ContainerRuntime = choices("ContainerRuntime", "apptainer", "singularity")
 
 
 def walltime_seconds(text: str) -> int:
@@ -247,14 +221,18 @@ def load_profile(name_or_path: str | Path) -> ClusterProfile:
         if not path.is_file():
             raise ProfileError(f"{path}: no such profile file")
         return read_profile(path)
-    # Fast path: a file named after the profile; a broken unrelated file does not get in the way.
-    for directory in (user_dir(), shipped_dir()):
-        for suffix in (".yaml", ".yml"):
-            candidate = directory / f"{text}{suffix}"
-            if candidate.is_file():
-                profile = read_profile(candidate)
-                if profile.name == text:
-                    return profile
+    # User files override by ``name`` whatever their file name, so all of them are read
+    # (a broken one is reported: it may be the override meant here).  Shipped ones are
+    # looked up by file name first.
+    user = _read_dir(user_dir())
+    if text in user:
+        return user[text]
+    for suffix in (".yaml", ".yml"):
+        candidate = shipped_dir() / f"{text}{suffix}"
+        if candidate.is_file():
+            profile = read_profile(candidate)
+            if profile.name == text:
+                return profile
     by_name = {p.name: p for p in list_profiles()}
     if text not in by_name:
         known = ", ".join(sorted(by_name)) or "none"

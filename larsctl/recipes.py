@@ -15,14 +15,13 @@ stays as written and is reported by ``JobSpec.unset_variables``.
 """
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from larsctl.errors import UserError
-from larsctl.profiles import Name
+from larsctl.profiles import Name, choices
 from larsctl.yamlio import load_model
 
 PATH_OPTIONS = ("train_dir", "val_dir", "data_dir", "log_dir", "out_dir", "checkpoint_format")
@@ -32,31 +31,19 @@ class RecipeError(UserError):
     """An invalid recipe file (exit 2, one line with file and line)."""
 
 
-class Model(str, enum.Enum):
-    resnet18 = "resnet18"
-    resnet50 = "resnet50"
-    resnet101 = "resnet101"
-
-
-class Precision(str, enum.Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
-
-
-class LrRule(str, enum.Enum):
-    legw = "legw"
-    sqrt = "sqrt"
-    linear = "linear"
+Model = choices("Model", "resnet18", "resnet50", "resnet101")
+Precision = choices("Precision", "fp32", "fp16", "bf16")
+LrRule = choices("LrRule", "legw", "sqrt", "linear")
 
 
 def _planner_owned(where: str):
     def reject(value: Any) -> Any:
-        raise ValueError(f"decided by the planner; set {where} instead")
+        raise ValueError(f"decided by the planner; {where}")
     return AfterValidator(reject)
 
 
-def Owned(where: str) -> Any:  # noqa: N802 - a type alias factory
+def Owned(where: str) -> Any:  # noqa: N802 - builds a type, used like one
+    """A trainer option the planner sets: present in a recipe -> one-line error."""
     return Annotated[Any, _planner_owned(where)]
 
 
@@ -66,16 +53,16 @@ class TrainerOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=True)
 
     # Decided by the planner from the recipe's top level and the cluster.
-    batch_size: Owned("per_gpu_batch at the top level") = None
-    batches_per_allreduce: Owned("target_batch (and per_gpu_batch) at the top level") = None
-    model: Owned("model at the top level") = None
-    epochs: Owned("epochs at the top level") = None
-    base_lr: Owned("base_lr at the top level") = None
-    warmup_epochs: Owned("warmup_epochs at the top level") = None
-    epsilon: Owned("epsilon at the top level") = None
-    lr_scaling: Owned("base_lr at the top level (jobs always use lr_scaling keep)") = None
-    engine: Owned("engine in the cluster profile") = None
-    amp: Owned("precision at the top level") = None
+    batch_size: Owned("set per_gpu_batch at the top level") = None
+    batches_per_allreduce: Owned("set target_batch (and per_gpu_batch) at the top level") = None
+    model: Owned("set model at the top level") = None
+    epochs: Owned("set epochs at the top level") = None
+    base_lr: Owned("set base_lr at the top level") = None
+    warmup_epochs: Owned("set warmup_epochs at the top level") = None
+    epsilon: Owned("set epsilon at the top level") = None
+    lr_scaling: Owned("jobs pass the final LR (lr_scaling keep); set base_lr at the top level") = None
+    engine: Owned("set engine in the cluster profile") = None
+    amp: Owned("set precision at the top level") = None
 
     data: Literal["imagefolder", "dali", "synthetic"] | None = None
     dataset: Literal["digits"] | None = None
@@ -118,12 +105,12 @@ class Recipe(BaseModel):
 
     name: Name
     description: str = ""
-    model: Model = Model.resnet50
+    model: Model = "resnet50"
     target_batch: int = Field(ge=1)
     per_gpu_batch: int | None = Field(None, ge=1)
     epochs: int = Field(90, ge=1)
-    precision: Precision = Precision.fp32
-    lr_rule: LrRule = LrRule.legw
+    precision: Precision = "fp32"
+    lr_rule: LrRule = "legw"
     base_lr: float | None = Field(None, gt=0)        # override of the rule's LR
     warmup_epochs: float | None = Field(None, ge=0)  # override of the rule's warmup
     epsilon: float | None = Field(None, ge=0)        # override of the rule's epsilon

@@ -128,7 +128,13 @@ def _expected(error: dict, model: type[pydantic.BaseModel]) -> str:
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
     if msg.startswith("Input should be "):
-        return "expected " + msg.removeprefix("Input should be ")
+        text = msg.removeprefix("Input should be ")
+        if text.startswith("a valid "):
+            text = text.split(",")[0]  # "a valid integer, unable to parse ..." -> "a valid integer"
+        for words, sign in (("greater than or equal to ", ">= "), ("less than or equal to ", "<= "),
+                            ("greater than ", "> "), ("less than ", "< ")):
+            text = text.replace(words, sign)
+        return "expected " + text
     return msg[:1].lower() + msg[1:]
 
 

@@ -1,0 +1,177 @@
+"""The report figure: one panel per metric, one colour per job, against epochs.
+
+Like the reference README's "training process with TensorBoard" figure, but
+drawn by matplotlib so it can be pasted into a paper or a chat.  Figures are
+built on the Agg canvas directly (no pyplot, no global backend state), so a
+report renders the same on a login node with no display.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from larsctl import tables
+from larsctl.results import TAGS, Run, Summary
+
+
+@dataclass(frozen=True)
+class Curve:
+    tag: str
+    style: str  # matplotlib line style
+    name: str  # shown in the style legend when a panel has several curves
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    ylabel: str
+    curves: tuple[Curve, ...]
+    percent: bool = False
+    from_zero: bool = False  # throughput: differences read true only from a zero baseline
+
+
+_TITLES = {
+    "train/loss": ("Training loss", "loss", False),
+    "train/accuracy": ("Training top-1", "top-1 (%)", True),
+    "train/lr": ("Learning rate", "learning rate", False),
+    "train/images_per_sec": ("Throughput", "images/s", False),
+    "val/loss": ("Validation loss", "loss", False),
+    "val/accuracy": ("Validation top-1", "top-1 (%)", True),
+    "val/top5": ("Validation top-5", "top-5 (%)", True),
+}
+
+DEFAULT_PANELS = (
+    Panel("Training loss", "loss", (Curve("train/loss", "-", "train"),)),
+    Panel("Top-1 and top-5 accuracy", "accuracy (%)",
+          (Curve("train/accuracy", ":", "train top-1"), Curve("val/accuracy", "-", "val top-1"),
+           Curve("val/top5", "--", "val top-5")), percent=True),
+    Panel("Learning rate", "learning rate", (Curve("train/lr", "-", "lr"),)),
+    Panel("Throughput", "images/s", (Curve("train/images_per_sec", "-", "images/s"),),
+          from_zero=True),
+)
+
+
+def panels_for(metrics: tuple[str, ...]) -> tuple[Panel, ...]:
+    """One panel per requested tag (``--metric``), or the default four panels."""
+    if not metrics:
+        return DEFAULT_PANELS
+    unknown = [m for m in metrics if m not in _TITLES]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r}; expected one of {', '.join(TAGS)}")
+    panels = []
+    for tag in dict.fromkeys(metrics):  # keep order, drop repeats
+        title, ylabel, pct = _TITLES[tag]
+        panels.append(Panel(title, ylabel, (Curve(tag, "-", tag),), percent=pct,
+                            from_zero=tag == "train/images_per_sec"))
+    return tuple(panels)
+
+
+def build_figure(runs: list[Run], panels: tuple[Panel, ...], width_px: int, height_px: int,
+                 dpi: int) -> Figure:
+    """The figure, exactly ``width_px`` x ``height_px`` pixels when saved at ``dpi``."""
+    fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    cols = 1 if len(panels) == 1 else 2
+    rows = -(-len(panels) // cols)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for extra in axes[len(panels):]:
+        extra.remove()
+    # Epochs make runs of different batch sizes comparable; steps are the
+    # fallback for runs whose epoch length is unknown (event files alone).
+    by_epoch = all(run.epochs(tag) is not None for run in runs for tag in TAGS)
+    colours = _colours()
+    handles = []
+    for index, run in enumerate(runs):
+        colour = colours[index % len(colours)]
+        label = _label(run, runs)
+        handles.append(Line2D([], [], color=colour, lw=2, label=label))
+        for ax, panel in zip(axes, panels):
+            for curve in panel.curves:
+                points = run.curves.get(curve.tag, [])
+                if not points:
+                    continue
+                xs = run.epochs(curve.tag) if by_epoch else [p.step for p in points]
+                ys = [100 * p.value if panel.percent else p.value for p in points]
+                validation = curve.tag.startswith("val/")
+                ax.plot(xs, ys, curve.style, color=colour, lw=1.6 if validation else 1.2,
+                        marker="o" if validation else None, ms=3, label=f"{label} {curve.name}")
+    for ax, panel in zip(axes, panels):
+        ax.set_title(panel.title)
+        ax.set_xlabel("epoch" if by_epoch else "step")
+        ax.set_ylabel(panel.ylabel)
+        ax.grid(True, alpha=0.3)
+        if panel.from_zero and ax.has_data():
+            ax.set_ylim(bottom=0)
+        if len(panel.curves) > 1:  # say which line style is which metric
+            ax.legend(handles=[Line2D([], [], color="0.35", ls=c.style, label=c.name)
+                               for c in panel.curves], loc="best", fontsize="small")
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 6),
+               frameon=False)
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    # No bbox_inches="tight": it would change the pixel size the user asked for.
+    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    return buffer.getvalue()
+
+
+def html_page(png: bytes, summaries: list[Summary], title: str = "larsctl report") -> str:
+    """A self-contained page: the figure (embedded) and the table of final numbers."""
+    header = ("Job", "Effective batch", "Optimizer", "GPUs", "Epochs", "Best val top-1",
+              "Last val top-1", "Last val top-5", "Wall time", "GPU-hours")
+    rows = [(s.name, tables.integer(s.effective_batch), s.optimizer or tables.DASH,
+             tables.integer(s.gpus), tables.epochs(s.epochs), tables.percent(s.best_val_top1),
+             tables.percent(s.last_val_top1), tables.percent(s.last_val_top5),
+             tables.duration(s.wall_time_s), tables.hours(s.gpu_hours))
+            for s in tables.sort_by_batch(summaries)]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                     for row in rows)
+    image = base64.b64encode(png).decode("ascii")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+img {{ max-width: 100%; height: auto; }}
+table {{ border-collapse: collapse; margin-top: 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }}
+th {{ background: #f3f3f3; }}
+td:first-child, th:first-child {{ text-align: left; }}
+</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<img alt="training curves" src="data:image/png;base64,{image}">
+<table>
+<thead><tr>{head}</tr></thead>
+<tbody>
+{body}
+</tbody>
+</table>
+</body>
+</html>
+"""
+
+
+def _colours() -> list[str]:
+    # matplotlib's default cycle (tab10): ten colours that stay distinct in print.
+    from matplotlib import rcParams
+
+    return rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def _label(run: Run, runs: list[Run]) -> str:
+    """``B=<effective batch> <optimizer>``, with the job name when two runs would read alike."""
+    same = [other for other in runs if other.label == run.label]
+    return f"{run.label} ({run.name})" if len(same) > 1 else run.label
