@@ -55,53 +55,44 @@ class Run:
     records: list[dict] = field(default_factory=list)  # metrics.jsonl, deduplicated
 
     # -- settings -----------------------------------------------------------
-    def _plan(self, key: str):
-        return (self.spec.get("plan") or {}).get(key)
-
-    def _trainer(self, key: str):
-        return (self.spec.get("trainer") or {}).get(key)
+    def _setting(self, plan_key: str, trainer_key: str, cast):
+        """job.yaml's plan value, else its trainer value (same number when lr_scaling is keep)."""
+        value = (self.spec.get("plan") or {}).get(plan_key)
+        if value is None:
+            value = (self.spec.get("trainer") or {}).get(trainer_key)
+        return None if value is None else cast(value)
 
     @property
     def effective_batch(self) -> int | None:
-        value = self._plan("effective_batch")
+        value = self._setting("effective_batch", "effective_batch", int)
         if value is None:  # a trainer run without job.yaml logs it per step
-            value = next((r.get("effective_batch") for r in self.records
+            value = next((int(r["effective_batch"]) for r in self.records
                           if r.get("kind") == "train" and r.get("effective_batch")), None)
-        return None if value is None else int(value)
+        return value
 
     @property
     def per_gpu_batch(self) -> int | None:
-        value = self._plan("per_gpu_batch") or self._trainer("batch_size")
-        return None if value is None else int(value)
+        return self._setting("per_gpu_batch", "batch_size", int)
 
     @property
     def base_lr(self) -> float | None:
-        value = self._plan("base_lr")
-        return None if value is None else float(value)
+        return self._setting("base_lr", "base_lr", float)
 
     @property
     def warmup_epochs(self) -> float | None:
-        value = self._plan("warmup_epochs")
-        if value is None:
-            value = self._trainer("warmup_epochs")
-        return None if value is None else float(value)
+        return self._setting("warmup_epochs", "warmup_epochs", float)
 
     @property
     def epsilon(self) -> float | None:
-        value = self._plan("epsilon")
-        if value is None:
-            value = self._trainer("epsilon")
-        return None if value is None else float(value)
+        return self._setting("epsilon", "epsilon", float)
 
     @property
     def optimizer(self) -> str | None:
-        value = self._trainer("base_op")
-        return None if value is None else str(value).upper()
+        return self._setting("base_op", "base_op", lambda value: str(value).upper())
 
     @property
     def gpus(self) -> int | None:
-        value = self._plan("gpus")
-        return None if value is None else int(value)
+        return self._setting("gpus", "gpus", int)
 
     @property
     def steps_per_epoch(self) -> int | None:
