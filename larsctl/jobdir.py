@@ -75,7 +75,7 @@ class JobPaths:
 
     @property
     def restarts(self) -> Path:
-        """Requeue counter, incremented by the batch script on exit code 75."""
+        """One line per requeue, appended by the batch scripts (schedulers/batch.py)."""
         return self.root / "restarts"
 
     @property
@@ -102,9 +102,10 @@ class JobPaths:
         return self.state / f"segment-{segment}.cancel"
 
     def read_restarts(self) -> int:
+        """How many times the job was requeued (all segments)."""
         try:
-            return int(self.restarts.read_text().strip() or 0)
-        except (FileNotFoundError, ValueError):
+            return sum(1 for line in self.restarts.read_text().splitlines() if line.strip())
+        except FileNotFoundError:
             return 0
 
     def exists(self) -> bool:

@@ -18,13 +18,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from larsctl.jobdir import JobPaths, atomic_write
-from larsctl.launch import LaunchError, build_launch, join, setup_lines
+from larsctl.launch import LaunchError, build_launch
+from larsctl.schedulers.batch import RESTARTS_FILE, body, directive_value, restart_record
 from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError
 
-REQUEUE = 75  # trainer.exitcodes.REQUEUE (not imported: the trainer pulls in torch)
 CANCEL_GRACE_S = 30.0  # time for the trainer to write its checkpoint after TERM
 
 
@@ -93,112 +94,71 @@ def with_rank_logs(words: tuple, directory: Path) -> list:
     """
     out = list(words)
     for i, word in enumerate(words):
-        if word == "horovodrun":
+        if word in ("horovodrun", "horovod.runner.launch"):
             return out[:i + 1] + ["--output-filename", str(directory)] + out[i + 1:]
         if word == "torch.distributed.run":
             return out[:i + 1] + ["--log-dir", str(directory), "--tee", "3"] + out[i + 1:]
     return out
 
 
-def render_script(*, job_id: str, paths: JobPaths, segment: int, max_restarts: int,
-                  setup: list[str], launch_line: str) -> str:
-    """The bash script of one segment (pure; every value is shell-quoted)."""
+def render_script(spec, paths: JobPaths, launch, *, job_id: str, segment: int,
+                  max_restarts: int, extra_setup: list[str]) -> str:
+    """The bash script of one segment (pure; every value is shell-quoted).
+
+    The shared Slurm/PBS body (batch.body) runs the launcher and decides on
+    requeue; "requeue" here is re-executing this script in place, which keeps
+    the pid (and so the job's identity) and counts one more line in
+    ``<job_dir>/restarts``.
+    """
     q = shlex.quote
-    lines = [
+    script = paths.script("local", segment)
+    header = [
         "#!/usr/bin/env bash",
-        "# shellcheck disable=SC2034,SC2317  # launch variables; functions called from traps",
-        f"# larsctl local job {job_id}, segment {segment}; runs on its own: "
-        f"bash {q(str(paths.script('local', segment)))}",
-        "set -uo pipefail",
-        f"job_dir={q(str(paths.root))}",
-        f"max_restarts={int(max_restarts)}",
-        f"status_file={q(str(paths.segment_status(segment)))}",
-        f"started_file={q(str(paths.state / f'segment-{segment}.started'))}",
-        f"cancel_file={q(str(paths.cancel_marker(segment)))}",
-        f"restarts_file={q(str(paths.restarts))}",
-        f"metrics={q(str(paths.metrics))}",
-        'cd "$job_dir" || exit 1',
-        *setup,
+        f"# larsctl local job {directive_value(job_id, 'job id')}, segment {segment}; "
+        f"runs on its own: bash {q(str(script))}",
+        f"larsctl_status={q(str(paths.segment_status(segment)))}",
+        f"larsctl_cancel={q(str(paths.cancel_marker(segment)))}",
+        f"larsctl_started={q(str(paths.state / f'segment-{segment}.started'))}",
+        *extra_setup,
     ]
-    lines.append(_BODY.replace("@LAUNCH@", launch_line))
-    return "\n".join(lines) + "\n"
+    requeue = [restart_record("local-$$", f" segment={segment}"),
+               f'exec bash {q(str(script))}']
+    return body(spec, paths.root, launch, header=header, requeue=requeue,
+                max_restarts=max_restarts,
+                restarts_expr=f"\"$(grep -c ' segment={segment}$' {RESTARTS_FILE})\"",
+                before_launch=[_BEFORE_LAUNCH.strip("\n")])
 
 
-# The part of the script that does not depend on the job.  Written as plain
-# bash so a user can read, run and debug it without larsctl.
-_BODY = r"""
-finish() {  # STATE EXIT_CODE, written atomically: status readers never see half a line
-  printf '%s %s\n' "$1" "$2" > "$status_file.tmp" && mv -f "$status_file.tmp" "$status_file"
+# Local-only lines before the launch: the status file written on exit, and the
+# wait for the segment before this one (chain segments and resumes).
+_BEFORE_LAUNCH = r"""
+# shellcheck disable=SC2317  # called on exit
+larsctl_finish() {  # the final state, written atomically
+  local rc=$? state=FAILED
+  if [ -e "$larsctl_cancel" ]; then state=CANCELLED; elif [ "$rc" -eq 0 ]; then state=COMPLETED; fi
+  printf '%s %s\n' "$state" "$rc" > "$larsctl_status.tmp" && mv -f "$larsctl_status.tmp" "$larsctl_status"
 }
-trainer_pids() {  # the trainer ranks below this script (launchers may start them in new sessions)
-  local p
-  for p in $(pgrep -P "$1" 2>/dev/null); do
-    # python itself, not a `bash -c "python -m trainer"` wrapper (USR2 would kill a shell)
-    if [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == python* ]] &&
-       tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q -- '-m trainer '; then
-      echo "$p"
-    fi
-    trainer_pids "$p"
-  done
-}
-forward() {  # send signal $1 to the trainer ranks only: the launcher would die of USR2
-  local pids
-  pids=$(trainer_pids "$$")
-  if [ -n "$pids" ]; then
-    # shellcheck disable=SC2086  # one pid per word
-    kill -s "$1" $pids 2>/dev/null || true
-  fi
-}
-on_cancel() { touch "$cancel_file"; forward TERM; }
-trap 'forward USR2' USR2
-trap on_cancel TERM INT HUP
-
-alive() {  # PID STARTTIME: that very process still runs (safe against pid reuse)
+trap larsctl_finish EXIT
+touch restarts  # the requeue test counts its lines
+larsctl_alive() {  # PID STARTTIME: that very process still runs (safe against pid reuse)
   local stat fields
   stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
   read -r -a fields <<< "${stat##*) }"
   [ "${fields[0]}" != Z ] && [ "${fields[19]}" = "$2" ]
 }
-# Chain segments and resumes wait for the segment before them (set by larsctl).
 if [ -n "${LARSCTL_AFTER_PID:-}" ]; then
-  while [ ! -e "$cancel_file" ] && alive "$LARSCTL_AFTER_PID" "${LARSCTL_AFTER_START:-}"; do
+  while [ ! -e "$larsctl_cancel" ] && larsctl_alive "$LARSCTL_AFTER_PID" "${LARSCTL_AFTER_START:-}"; do
     sleep 1
   done
-  if [ ! -e "$cancel_file" ] && [ "${LARSCTL_AFTER_KIND:-afterany}" = afterok ] &&
-     ! grep -q '^COMPLETED' "${LARSCTL_AFTER_STATUS:-/nonexistent}" 2>/dev/null; then
-    finish CANCELLED 1
-    echo "larsctl: dependency ${LARSCTL_AFTER_STATUS:-} did not complete; not starting" >&2
+  if [ ! -e "$larsctl_cancel" ] && [ "${LARSCTL_AFTER_KIND:-afterany}" = afterok ] &&
+     ! grep -qs '^COMPLETED' "${LARSCTL_AFTER_STATUS:-}"; then
+    echo "larsctl: the segment before this one did not complete; not starting" >&2
+    touch "$larsctl_cancel"
     exit 1
   fi
 fi
-if [ -e "$cancel_file" ]; then finish CANCELLED 143; exit 143; fi
-touch "$started_file"
-
-restarts=$(cat "$restarts_file" 2>/dev/null || echo 0)
-while true; do
-  lines_before=$(wc -l < "$metrics" 2>/dev/null || echo 0)
-  @LAUNCH@ &
-  child=$!
-  rc=0
-  wait "$child" || rc=$?
-  # A trapped signal interrupts `wait`; wait again for the launcher's own exit code.
-  while kill -0 "$child" 2>/dev/null; do rc=0; wait "$child" || rc=$?; done
-  # horovodrun and torchrun report any failed rank as 1, so the trainer's
-  # "preempted" event after this attempt's start also means "requeue".
-  if [ "$rc" -ne 0 ] && tail -n "+$((lines_before + 1))" "$metrics" 2>/dev/null | grep -q '"event": *"preempted"'; then
-    rc=75
-  fi
-  if [ -e "$cancel_file" ]; then finish CANCELLED "$rc"; exit "$rc"; fi
-  if [ "$rc" -eq 75 ] && [ "$restarts" -lt "$max_restarts" ]; then
-    restarts=$((restarts + 1))
-    printf '%s\n' "$restarts" > "$restarts_file.tmp" && mv -f "$restarts_file.tmp" "$restarts_file"
-    echo "larsctl: trainer asked to be requeued; restart $restarts of $max_restarts" >&2
-    continue
-  fi
-  break
-done
-if [ "$rc" -eq 0 ]; then finish COMPLETED 0; else finish FAILED "$rc"; fi
-exit "$rc"
+if [ -e "$larsctl_cancel" ]; then exit 143; fi
+touch "$larsctl_started"
 """
 
 
@@ -218,17 +178,16 @@ class LocalScheduler(Scheduler):
             launch = build_launch(profile, spec.plan, paths.root, scheduler="local", job_id=job_id)
         except LaunchError as exc:
             raise SchedulerError(str(exc)) from None
-        line = join(with_rank_logs(launch.words, paths.rank_logs))
-        setup = setup_lines(profile)
+        extra = []
         if not profile.venv:
             # No venv in the profile: use the environment larsctl itself runs in
             # (python, horovodrun and torchrun next to this interpreter).
-            setup.insert(0, f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"')
-        script = render_script(job_id=job_id, paths=paths, segment=segment,
-                               max_restarts=max_restarts, setup=[*setup, *launch.setup],
-                               launch_line=line)
+            extra.append(f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"')
+        launch = replace(launch, words=tuple(with_rank_logs(launch.words, paths.rank_logs)))
+        script = render_script(spec, paths, launch, job_id=job_id, segment=segment,
+                               max_restarts=max_restarts, extra_setup=extra)
         return BatchRequest(script=script, script_path=paths.script("local", segment),
-                            submit_argv=["bash"], launch_line=line, segment=segment)
+                            submit_argv=["bash"], launch_line=launch.line, segment=segment)
 
     def schedule(self, request: BatchRequest, *, after: str | None = None,
                  after_kind: str = "afterany") -> str:
