@@ -37,3 +37,18 @@ def user_profile(larsctl_dirs):
         return path
 
     return write
+
+
+@pytest.fixture
+def variant(tmp_path):
+    """Write a YAML file from ``base`` lines, some replaced (by index), some appended."""
+
+    def write(case: str, base: list[str], replaced: dict[int, str], appended: list[str]) -> Path:
+        lines = list(base)
+        for index, line in replaced.items():
+            lines[index] = line
+        path = tmp_path / f"{case}.yaml"
+        path.write_text("\n".join(lines + appended) + "\n")
+        return path
+
+    return write

@@ -71,13 +71,9 @@ FILE_ERRORS = {
 
 
 @pytest.mark.parametrize("case", sorted(SCHEMA_ERRORS))
-def test_schema_error_is_one_exact_line(tmp_path, case):
+def test_schema_error_is_one_exact_line(variant, case):
     replaced, appended, expected = SCHEMA_ERRORS[case]
-    lines = list(BASE)
-    for index, line in replaced.items():
-        lines[index] = line
-    path = tmp_path / f"{case}.yaml"
-    path.write_text("\n".join(lines + appended) + "\n")
+    path = variant(case, BASE, replaced, appended)
     with pytest.raises(ProfileError) as info:
         read_profile(path)
     assert info.value.message == f"{path}:{expected}"

@@ -40,13 +40,9 @@ RECIPE_ERRORS = {
 
 
 @pytest.mark.parametrize("case", sorted(RECIPE_ERRORS))
-def test_recipe_schema_error_is_one_exact_line(tmp_path, case):
+def test_recipe_schema_error_is_one_exact_line(variant, case):
     replaced, appended, expected = RECIPE_ERRORS[case]
-    lines = list(BASE)
-    for index, line in replaced.items():
-        lines[index] = line
-    path = tmp_path / f"{case}.yaml"
-    path.write_text("\n".join(lines + appended) + "\n")
+    path = variant(case, BASE, replaced, appended)
     with pytest.raises(RecipeError) as info:
         load_recipe(path)
     assert info.value.message == f"{path}:{expected}"
