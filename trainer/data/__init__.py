@@ -13,14 +13,12 @@ ranks and padded to ceil(N/W) samples per rank (equal batch counts on every rank
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
-
-import torch
 
 from .digits import DigitsPaths, default_root, materialise_digits
 from .errors import DataError
-from .sampling import check_steps
+from .steps import check_steps
 
 KINDS = ("imagefolder", "dali", "synthetic")
 DATASETS = (None, "digits")
@@ -55,7 +53,7 @@ class Loaders:
     train_samples: int
     val_samples: int
     batches_per_epoch: int              # full micro-batches per rank per epoch, before rounding to k
-    _set_epoch: Callable[[int, int], None] = field(repr=False, default=lambda epoch, start: None)
+    _set_epoch: Callable[[int, int], None] = field(repr=False)
 
     def steps_per_epoch(self, batches_per_allreduce: int = 1) -> int:
         """Micro-batches per epoch (per rank), a multiple of batches_per_allreduce."""
@@ -87,8 +85,8 @@ def build_loaders(cfg: DataConfig, rank: int = 0, world_size: int = 1) -> Loader
     _check(cfg, rank, world_size)
     if cfg.dataset == "digits" and cfg.kind != "synthetic":
         paths = materialise_digits(default_root(), cfg.image_size)
-        cfg = DataConfig(**{**cfg.__dict__, "train_dir": str(paths.train_dir),
-                            "val_dir": str(paths.val_dir), "data_dir": str(paths.data_dir)})
+        cfg = replace(cfg, train_dir=str(paths.train_dir), val_dir=str(paths.val_dir),
+                      data_dir=str(paths.data_dir))
     if cfg.kind == "imagefolder":
         return _imagefolder(cfg, rank, world_size)
     if cfg.kind == "dali":
@@ -97,6 +95,8 @@ def build_loaders(cfg: DataConfig, rank: int = 0, world_size: int = 1) -> Loader
 
 
 def _imagefolder(cfg: DataConfig, rank: int, world_size: int) -> Loaders:
+    import torch
+
     from .imagefolder import build_imagefolder
 
     data = build_imagefolder(cfg.train_dir, cfg.val_dir, cfg.image_size, cfg.batch_size, cfg.val_batch_size,

@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 
 from .errors import DataError
-from .sampling import check_steps
+from .steps import check_steps
 from .tfrecord import LABEL_OFFSET, count_indexed, ensure_indexes, record_files
 from .transforms import MEAN, STD, val_size
 

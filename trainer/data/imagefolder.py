@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.datasets import ImageFolder
 
 from .errors import DataError
-from .sampling import PaddedEvalSampler, ResumableTrainSampler, check_steps, rank_share
+from .sampling import PaddedEvalSampler, ResumableTrainSampler, rank_share
+from .steps import check_steps
 from .transforms import sample_generator, train_transform, val_transform
 
 

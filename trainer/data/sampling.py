@@ -13,8 +13,6 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from .errors import DataError
-
 
 def epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     """The global train order of an epoch; depends on nothing but its arguments."""
@@ -78,14 +76,3 @@ class PaddedEvalSampler(Sampler):
         indices = [i % self.num_samples for i in range(total)]
         return iter(indices[self.rank:: self.world_size])
 
-
-def check_steps(full_batches: int, batches_per_allreduce: int, num_samples: int, batch_size: int,
-                world_size: int, where) -> int:
-    """Micro-batches per rank per epoch, rounded down to whole optimizer steps (never zero)."""
-    steps = full_batches // batches_per_allreduce * batches_per_allreduce
-    if steps == 0:
-        raise DataError(
-            f"{where}: {num_samples} training samples are fewer than one optimizer step of "
-            f"batch_size {batch_size} x {world_size} ranks x batches_per_allreduce {batches_per_allreduce}"
-        )
-    return steps

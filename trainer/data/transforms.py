@@ -35,10 +35,11 @@ def crop_params(width: int, height: int, gen: torch.Generator,
                 scale=SCALE, ratio=RATIO) -> tuple[int, int, int, int]:
     """torchvision's RandomResizedCrop.get_params, drawing from `gen` (same distribution)."""
     area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    # float32 logs and exp, as torchvision computes them, so the draws map to the same crops
+    log_ratio = torch.log(torch.tensor(ratio))
     for _ in range(10):
         target_area = area * _uniform(scale[0], scale[1], gen)
-        aspect = math.exp(_uniform(log_ratio[0], log_ratio[1], gen))
+        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=gen)).item()
         w = int(round(math.sqrt(target_area * aspect)))
         h = int(round(math.sqrt(target_area / aspect)))
         if 0 < w <= width and 0 < h <= height:

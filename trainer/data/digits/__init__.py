@@ -12,13 +12,11 @@ Build by hand with `python -m trainer.data.digits --out DIR --image-size 32`.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import io
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import DataError
-from .tfrecord import LABEL_OFFSET, encode_example, ensure_indexes, write_record
+from ..errors import DataError
+from ..tfrecord import LABEL_OFFSET, encode_example, ensure_indexes, write_record
 
 SPLIT_SEED = 0
 VAL_FRACTION = 0.2
@@ -151,25 +149,3 @@ def materialise_digits(root: Path, image_size: int) -> DigitsPaths:
 def default_root() -> Path:
     """$LARSCTL_DATA, default ~/.cache/larsctl/datasets."""
     return Path(os.environ.get("LARSCTL_DATA") or "~/.cache/larsctl/datasets").expanduser()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m trainer.data.digits",
-        description="Write scikit-learn's handwritten digits as ImageFolder and TFRecord data sets.",
-        epilog="example: python -m trainer.data.digits --out /tmp/data --image-size 32",
-    )
-    parser.add_argument("--out", type=Path, default=None, help="root directory (default: $LARSCTL_DATA)")
-    parser.add_argument("--image-size", type=int, default=32, help="side of the square images (default 32)")
-    args = parser.parse_args(argv)
-    try:
-        paths = materialise_digits(args.out or default_root(), args.image_size)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"train-dir: {paths.train_dir}\nval-dir:   {paths.val_dir}\ndata-dir:  {paths.data_dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
