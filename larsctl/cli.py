@@ -52,7 +52,7 @@ def cli() -> None:
 
     \b
     Example:
-      larsctl plan --cluster local --target-batch 256
+      larsctl plan --cluster slurm-v100 --target-batch 32768
       larsctl submit --cluster local --recipe jobs/demo.yaml --follow
     """
 
