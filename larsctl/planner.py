@@ -66,6 +66,7 @@ MAX_BATCH_RN50 = {
 }
 MODEL_BATCH_FACTOR = {"resnet18": 2.0, "resnet50": 1.0, "resnet101": 0.5}
 CPU_BATCH = 64
+MIN_HINT_BATCH = 32
 
 LEGW_LR0, LEGW_B0, LEGW_WARMUP0, EPSILON = 4.0, 512, Fraction(10, 64), 1e-5
 SQRT_WARMUP = 5.0
@@ -230,6 +231,22 @@ def _auto_gpus(m: int, cluster: Cluster) -> int:
     return 1
 
 
+def _spread_hint(target: int, per_gpu: int, gpus: int, cluster: Cluster) -> str:
+    """When GPUs stay idle, the smaller per-GPU batch that would use more of them.
+
+    Never below MIN_HINT_BATCH: BatchNorm statistics come from each GPU's own batch
+    (Goyal et al. keep 32 per GPU).
+    """
+    smaller = per_gpu
+    while smaller // 2 >= MIN_HINT_BATCH and target % (smaller // 2) == 0 and \
+            target // (smaller // 2) <= cluster.max_gpus:
+        smaller //= 2
+    more = _auto_gpus(target // smaller, cluster)
+    if smaller == per_gpu or more <= gpus:
+        return ""
+    return f" (--per-gpu-batch {smaller} would use {more}, faster but less efficient per GPU)"
+
+
 def _check_request(req: PlanRequest, cluster: Cluster) -> None:
     if req.model not in MODELS:
         raise PlanError(f"model {req.model!r} has no batch/throughput table; "
@@ -292,6 +309,7 @@ def make_plan(cluster: Cluster, req: PlanRequest) -> Plan:
             (gpus // cluster.gpus_per_node, cluster.gpus_per_node)
         rules["gpus"] = (f"largest count dividing {target}/{per_gpu} = {m} that fits "
                          f"{cluster.max_gpus}, whole nodes beyond one node")
+        rules["gpus"] += _spread_hint(target, per_gpu, gpus, cluster)
     k = m // gpus
     rules["batches_per_allreduce"] = (f"{target} / ({gpus} x {per_gpu}) = {k}"
                                       + (" (gradient accumulation)" if k > 1 else ""))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from larsctl.planner import Cluster, Plan, PlanError, PlanRequest, make_plan
+from larsctl.planner import Cluster, Plan, PlanError, PlanRequest, make_plan, max_per_gpu_batch
 from larsctl.profiles import ClusterProfile, expand_path, load_profile
 from larsctl.recipes import PATH_OPTIONS, Recipe, load_recipe
 
@@ -101,18 +101,25 @@ def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | Non
             return getattr(recipe, key)
         return default
 
+    model, precision = pick("model", "resnet50"), pick("precision", "fp32")
+    per_gpu = pick("per_gpu_batch", None)
     target = pick("target_batch", None)
+    if target is None and "gpus" in flags:
+        # --gpus alone: fill those GPUs once, no accumulation.
+        largest = max_per_gpu_batch(profile.gpu_type, model, precision)
+        target = flags["gpus"] * (per_gpu or largest)
     if target is None:
-        raise PlanError("no target batch: give --target-batch or a --recipe that sets target_batch")
+        raise PlanError("no target batch: give --target-batch (or --gpus) or a --recipe that "
+                        "sets target_batch")
     trainer_opts = recipe.trainer_options() if recipe is not None else {}
     request = PlanRequest(
         target_batch=target,
-        model=pick("model", "resnet50"),
-        precision=pick("precision", "fp32"),
+        model=model,
+        precision=precision,
         epochs=pick("epochs", 90),
         lr_rule=pick("lr_rule", "legw"),
         gpus=flags.get("gpus"),
-        per_gpu_batch=pick("per_gpu_batch", None),
+        per_gpu_batch=per_gpu,
         overrides=recipe.overrides() if recipe is not None else {},
         train_images=pick("train_images", PlanRequest.train_images),
         image_size=trainer_opts.get("image_size", 224),

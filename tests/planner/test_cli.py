@@ -115,7 +115,8 @@ def test_plan_json_and_show_spec(monkeypatch):
      "--gpus 256 (the planner accumulates the rest)"),
     (["--cluster", "nosuch", "--target-batch", "256"], None),
     (["--cluster", "local"],
-     "Error: no target batch: give --target-batch or a --recipe that sets target_batch"),
+     "Error: no target batch: give --target-batch (or --gpus) or a --recipe that sets "
+     "target_batch"),
 ])
 def test_plan_bad_input_is_exit_2_one_line(args, message):
     result = run("plan", *args)

@@ -100,5 +100,11 @@ def test_checkpointing_mid_epoch_makes_a_short_walltime_feasible():
 def test_resolve_job_without_a_target():
     with pytest.raises(PlanError) as info:
         resolve_job("local")
-    assert info.value.message == ("no target batch: give --target-batch or a --recipe that sets "
-                                  "target_batch")
+    assert info.value.message == ("no target batch: give --target-batch (or --gpus) or a --recipe "
+                                  "that sets target_batch")
+
+
+def test_gpus_alone_fills_them_once():
+    plan = resolve_job("slurm-v100", gpus=16).plan
+    assert (plan.effective_batch, plan.gpus, plan.per_gpu_batch, plan.batches_per_allreduce) == \
+        (2048, 16, 128, 1)

@@ -101,3 +101,12 @@ def test_precision_and_model_reach_the_table_through_the_planner():
     assert make_plan(v100, PlanRequest(1024, precision="fp16")).per_gpu_batch == 256
     assert make_plan(v100, PlanRequest(1024, model="resnet101")).per_gpu_batch == 64
     assert make_plan(v100, PlanRequest(1024, model="resnet18")).per_gpu_batch == 256
+
+
+def test_idle_gpus_get_a_hint_never_below_32_per_gpu():
+    v100 = Cluster.of(load_profile("slurm-v100"))
+    rules = make_plan(v100, PlanRequest(4096)).rules
+    assert rules["gpus"] == ("largest count dividing 4096/128 = 32 that fits 256, whole nodes "
+                             "beyond one node (--per-gpu-batch 32 would use 128, faster but less "
+                             "efficient per GPU)")
+    assert make_plan(v100, PlanRequest(32768)).rules["gpus"].endswith("whole nodes beyond one node")
