@@ -288,8 +288,10 @@ def make_plan(cluster: Cluster, req: PlanRequest) -> Plan:
     minimum = per_gpu * (req.gpus or 1)
     if target < minimum:
         what = f"{req.gpus} GPUs x {per_gpu}" if req.gpus else f"one GPU's batch {per_gpu}"
+        # a power of two that divides the target: the split stays exact
+        fitting = min(target & -target, _pow2_floor(target / (req.gpus or 1)))
         fix = (f"--gpus {max(1, target // per_gpu)}" if req.gpus and target >= per_gpu
-               else f"--per-gpu-batch {_pow2_floor(target / (req.gpus or 1))}")
+               else f"--per-gpu-batch {fitting}")
         raise PlanError(f"target batch {target} is below the minimum {minimum} "
                         f"({what}); suggestion: {fix} or --target-batch {minimum}")
     unit = per_gpu * (req.gpus or 1)
