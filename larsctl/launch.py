@@ -18,7 +18,8 @@ Per ``mpi`` (engine horovod):
   srun-pmix  srun --mpi=pmix (Slurm only).  Not --mpi=pmi2: Open MPI 5 under pmi2 silently
              starts N singletons that each train alone.
   gloo       horovodrun --gloo -np N -H host1:G,host2:G (hosts from `scontrol show hostnames`,
-             $PBS_NODEFILE, or localhost)
+             $PBS_NODEFILE, or localhost), written ``python -m horovod.runner.launch`` (the
+             module behind the horovodrun script) so the profile's interpreter runs it
 Engine ddp always uses torchrun (as ``python -m torch.distributed.run`` so the profile's
 interpreter is used): c10d rendezvous on the first host, one torchrun per node started
 by srun (Slurm), by the flavour's MPI launcher with one process per node (PBS), or
@@ -164,7 +165,8 @@ def build_launch(profile, plan, job_dir, *, scheduler: str | None = None, job_id
     if engine == "ddp":
         return _torchrun(profile, plan, trainer, box, scheduler, job_id)
     if mpi == "gloo":
-        words = [*box, "horovodrun", "--gloo", "-np", n, "-H", Shell(f'"${HOSTS_VAR}"'), *trainer]
+        # horovodrun, run by the profile's interpreter (no PATH or venv needed for it)
+        words = [*box, profile.python, "-m", "horovod.runner.launch", "--gloo", "-np", n, "-H", Shell(f'"${HOSTS_VAR}"'), *trainer]
         return Launch(tuple(words), _hosts_setup(scheduler, per_node))
     if mpi == "openmpi":
         launcher = _openmpi(n, per_node, profile, scheduler)

@@ -47,13 +47,17 @@ def read_restarts(job_dir: Path) -> list[dict[str, str]]:
     return [dict(w.split("=", 1) for w in line.split() if "=" in w) for line in lines if line.strip()]
 
 
+# Whole-file: quoted values ($(...) in a job name, the launch line echoed as written)
+# are meant to stay literal; shellcheck's SC2016 only notes that they do.
+FILE_DIRECTIVE = "# shellcheck disable=SC2016"
+
 SIGNAL_FUNCTIONS = r'''
 # The trainer ranks of this job on this node (never the launchers).
 # shellcheck disable=SC2317  # called from the traps below
 larsctl_trainer_pids() {
   local proc
   for proc in /proc/[0-9]*; do
-    tr '\0' '\n' < "$proc/cmdline" 2>/dev/null | awk -v pid="${proc#/proc/}" '
+    tr '\0' '\n' 2>/dev/null < "$proc/cmdline" | awk -v pid="${proc#/proc/}" '
       NR == 1 { if ($0 !~ /(^|\/)python[0-9.]*$/) exit; next }
       want_module { if ($0 != "trainer") exit; module = 1; want_module = 0; next }
       !module && $0 == "-m" { want_module = 1; next }
@@ -117,7 +121,6 @@ def body(spec, job_dir: Path, launch: Launch, *, header: list[str], requeue: lis
         *launch.setup,
         SIGNAL_FUNCTIONS.strip("\n"),
         *before_launch,
-        "# shellcheck disable=SC2016  # the launch line, printed as it is written",
         f"echo {q('larsctl: launch: ' + launch.line)} >&2",
         f"{launch.line} &",
         WAIT_LAUNCHER.strip("\n"),

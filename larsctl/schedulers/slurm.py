@@ -28,7 +28,7 @@ from submitit.slurm.slurm import SlurmInfoWatcher
 
 from larsctl.launch import _v, build_launch
 from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError
-from larsctl.schedulers.batch import body, directive_value, restart_record
+from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record
 
 # Slurm's job states (squeue %T / sacct State, first word) -> larsctl's.
 SLURM_STATES: dict[str, JobState] = {
@@ -110,7 +110,7 @@ def render(spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int 
     """(script, launch line) for one chain segment."""
     job_dir = Path(job_dir)
     launch = build_launch(spec.profile, spec.plan, job_dir, scheduler="slurm", job_id=job_id)
-    header = ["#!/bin/bash",
+    header = ["#!/bin/bash", FILE_DIRECTIVE,
               f"# larsctl job {directive_value(job_id, 'job id')} segment {segment + 1} of {segments}",
               *directives(spec, job_dir, job_id=job_id, segment=segment, segments=segments)]
     requeue = [
@@ -196,7 +196,11 @@ class SlurmScheduler(Scheduler):
 
     def cancel(self, scheduler_id: str) -> None:
         r = self._run(["scancel", str(scheduler_id)])
-        if r.returncode != 0 and "Invalid job id" not in r.stderr and "already completing" not in r.stderr:
+        if r.returncode == 0:
+            return
+        # Finished or unknown jobs are fine (cancel is idempotent); a live one is not.
+        state = self.describe([str(scheduler_id)])[str(scheduler_id)].state
+        if state is not JobState.UNKNOWN and not state.is_terminal:
             raise SchedulerError(f"scancel failed (exit {r.returncode}): {r.stderr.strip()}")
 
 

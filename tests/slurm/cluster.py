@@ -27,6 +27,7 @@ DEBIAN_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 PARTITION = "debug"
 # Four CPUs even on a 2-core machine, so a 2-rank job and a second job can run at once.
 MIN_CPUS = 4
+CRED_EXPIRE = 5  # seconds
 
 
 def missing_tools() -> list[str]:
@@ -68,7 +69,8 @@ class TestSlurm:
         self.conf = self.root / "etc" / "slurm.conf"
         self.munge_dir = self.root / "munge"
         self.socket = self.munge_dir / "munge.socket"
-        self.node = "larsctl-" + re.sub(r"[^A-Za-z0-9]", "", self.root.name)[-12:].lower()
+        # The real host name: horovodrun and mpirun then see the node as local (no ssh).
+        self.node = socket.gethostname().split(".")[0]
         self.jobcomp = self.root / "jobcomp.txt"
 
     def env(self) -> dict[str, str]:
@@ -87,7 +89,9 @@ class TestSlurm:
             "SlurmdUser=root",
             "AuthType=auth/munge",
             "CredType=cred/munge",
-            f"AuthInfo=socket={self.socket}",
+            # cred_expire is also how long a requeued job waits before it may start again
+            # (default 120 s); a step started while the old credential is still revoked fails.
+            f"AuthInfo=socket={self.socket},cred_expire={CRED_EXPIRE}",
             f"StateSaveLocation={r / 'state'}",
             f"SlurmdSpoolDir={r / 'spool'}",
             f"SlurmctldPidFile={r / 'slurmctld.pid'}",
@@ -204,12 +208,17 @@ class TestSlurm:
         return m.group(1) if m else ""
 
     def release_requeued(self, job_id: str, timeout: float = 60) -> None:
-        """A requeued job waits ~120 s for its BeginTime: start it now instead."""
+        """Start a requeued job as soon as Slurm allows (its BeginTime is pushed out).
+
+        Waits out cred_expire first: slurmd refuses to launch the job again while the
+        previous run's credential is still revoked ("Job credential revoked").
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             state = self.job_field(job_id, "JobState")
             if state == "PENDING" and int(self.job_field(job_id, "Restarts") or 0) > 0:
-                self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+                time.sleep(CRED_EXPIRE + 1)
+                self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
                 return
             if state in ("RUNNING", "COMPLETED"):
                 return

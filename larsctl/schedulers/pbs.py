@@ -1,0 +1,245 @@
+"""PBS Pro / OpenPBS: render a qsub script (pure), submit it, read states, cancel.
+
+No library covers PBS (submitit and TorchX do not), so all of it is here.  The
+script differs from the Slurm one in two ways:
+
+* PBS has no ``--signal``: the script arms its own timer, a background
+  ``sleep`` that sends USR2 to the batch shell at walltime minus the margin and
+  is killed as soon as the launcher exits.
+* PBS has no in-place requeue from inside a job: on exit 75 the script submits
+  itself again with ``qsub -W depend=afterany:$PBS_JOBID -v LARSCTL_RESTARTS=n``,
+  so the next run starts once this one has ended, and records the new id in
+  ``<job_dir>/restarts`` (``next=<id>``; the job is then tracked under that id).
+  In a ``--chain`` the next segment already waits on this job, so chained
+  segments do not resubmit themselves: the following segment resumes instead.
+
+States come from ``qstat -x -F json -f`` (PBS Pro 19+, finished jobs included);
+where that is not understood (Torque, older PBS, and Slurm's Torque wrappers in
+the tests) from the ``qstat -f`` text blocks.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from larsctl.launch import _v, build_launch
+from larsctl.profiles import walltime_seconds
+from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError
+from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record
+from larsctl.schedulers.slurm import _write_atomic
+
+# PBS job_state letters -> larsctl's.  F (PBS Pro) and C (Torque) are refined by the exit status.
+PBS_STATES: dict[str, JobState] = {
+    "Q": JobState.PENDING,   # queued
+    "W": JobState.PENDING,   # waiting for its start time
+    "H": JobState.PENDING,   # held (also: waiting on a dependency)
+    "T": JobState.PENDING,   # in transit between servers
+    "M": JobState.PENDING,   # moved to another server
+    "R": JobState.RUNNING,
+    "B": JobState.RUNNING,   # array job: at least one subjob started
+    "E": JobState.RUNNING,   # exiting after having run
+    "S": JobState.RUNNING,   # suspended
+    "U": JobState.RUNNING,   # suspended (workstation busy)
+    "X": JobState.COMPLETED, # subjob finished
+    "F": JobState.COMPLETED,
+    "C": JobState.COMPLETED,
+}
+WALLTIME_EXCEEDED = -29   # PBS Pro JOB_EXEC_KILL_WALLTIME
+KILLED_BY_SIGTERM = 256 + 15  # qdel of a running job (PBS adds 256 to a signal number)
+
+
+def pbs_state(letter: str, exit_status: int | None = None) -> JobState:
+    state = PBS_STATES.get(letter.strip()[:1], JobState.UNKNOWN)
+    if state is JobState.COMPLETED and exit_status not in (None, 0):
+        if exit_status == WALLTIME_EXCEEDED:
+            return JobState.TIMEOUT
+        if exit_status in (KILLED_BY_SIGTERM, 128 + 15, 256 + 9, 128 + 9):
+            return JobState.CANCELLED
+        return JobState.FAILED
+    return state
+
+
+def _job_name(name: str) -> str:
+    # PBS names: printable, no whitespace, starting with a letter; PBS Pro allows 236 characters.
+    clean = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return (clean if clean[:1].isalpha() else "j" + clean)[:236]
+
+
+def directives(spec, job_dir: Path, *, segment: int, segments: int) -> list[str]:
+    p, plan = spec.profile, spec.plan
+    cpus = max(1, p.cpus_per_node)
+    select = f"select={plan.nodes}:ncpus={cpus}"
+    if _v(p.gpu_type) != "cpu":
+        select += f":ngpus={plan.gpus_per_node}"
+    select += f":mpiprocs={plan.gpus_per_node}"
+    name = spec.name if segments == 1 else f"{spec.name}.{segment + 1}of{segments}"
+    # A directory: PBS writes <name>.o<seq> there, one file per run (requeues included).
+    logs = str(Path(job_dir) / "logs") + "/"
+    opts = [("-N", _job_name(name)), ("-j", "oe"), ("-l", select), ("-l", f"walltime={p.walltime}"),
+            ("-o", logs), ("-r", "y")]
+    if p.partition:
+        opts.append(("-q", p.partition))
+    if p.account:
+        opts.append(("-P", p.account))  # PBS Pro project (Torque spells it -A)
+    return [f"#PBS {flag} {directive_value(value, flag)}" for flag, value in sorted(opts)]
+
+
+def timer_lines(seconds: int) -> tuple[list[str], list[str]]:
+    """(before, after) the launch: arm a USR2 for the batch shell in ``seconds``, then disarm it."""
+    before = [
+        "# PBS has no --signal: warn ourselves at walltime minus the margin.",
+        "# shellcheck disable=SC2317  # runs in the background",
+        "larsctl_timer() {",
+        '  sleep "$1" &',
+        "  local sleeper=$!",
+        "  trap 'kill \"$sleeper\" 2>/dev/null; exit 0' TERM",
+        '  wait "$sleeper" && kill -USR2 "$$"',  # $$ is the batch shell, also in this subshell
+        "}",
+        f"larsctl_timer {int(seconds)} &",
+        "larsctl_timer_pid=$!",
+    ]
+    after = ['kill "$larsctl_timer_pid" 2>/dev/null', 'wait "$larsctl_timer_pid" 2>/dev/null']
+    return before, after
+
+
+def render(spec, job_dir: Path, script_path: Path, *, job_id: str, segment: int = 0,
+           segments: int = 1, max_restarts: int = 0) -> tuple[str, str]:
+    job_dir = Path(job_dir)
+    p = spec.profile
+    launch = build_launch(p, spec.plan, job_dir, scheduler="pbs", job_id=job_id)
+    header = ["#!/bin/bash", FILE_DIRECTIVE,
+              f"# larsctl job {directive_value(job_id, 'job id')} segment {segment + 1} of {segments}",
+              *directives(spec, job_dir, segment=segment, segments=segments)]
+    seconds = max(1, walltime_seconds(p.walltime) - int(p.signal_margin_seconds))
+    before, after = timer_lines(seconds)
+    # PBS spools stdout until the job ends; a file in logs/ can be followed while it runs.
+    before = ['exec >> "logs/pbs-${PBS_JOBID}.out" 2>&1', *before]
+    requeue = [
+        f'if new_id=$(qsub -W depend=afterany:"$PBS_JOBID" -v LARSCTL_RESTARTS="$next" '
+        f'{directive_value(script_path, "script path")}); then',
+        "  " + restart_record("$PBS_JOBID", f" segment={segment} next=$new_id"),
+        '  echo "larsctl: resubmitted as $new_id (restart $next)" >&2',
+        "  exit 0",
+        "fi",
+    ]
+    script = body(spec, job_dir, launch, header=header, requeue=requeue,
+                  max_restarts=0 if segments > 1 else max_restarts,
+                  restarts_expr='"${LARSCTL_RESTARTS:-0}"', before_launch=before, after_launch=after)
+    return script, launch.line
+
+
+@dataclass
+class PbsScheduler(Scheduler):
+    """qsub / qstat / qdel, each call bounded by ``timeout`` seconds."""
+
+    timeout: float = 30.0
+    name = "pbs"
+
+    def dryrun(self, spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int = 1,
+               max_restarts: int = 0) -> BatchRequest:
+        suffix = "" if segments == 1 else f".{segment + 1}"
+        script_path = Path(job_dir) / f"job{suffix}.pbs"
+        script, line = render(spec, job_dir, script_path, job_id=job_id, segment=segment,
+                              segments=segments, max_restarts=max_restarts)
+        return BatchRequest(script=script, script_path=script_path, submit_argv=["qsub"],
+                            launch_line=line, segment=segment)
+
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout)
+        except FileNotFoundError:
+            raise SchedulerError(f"{argv[0]}: command not found (is this a PBS login node?)") from None
+        except subprocess.TimeoutExpired:
+            raise SchedulerError(f"{argv[0]} did not answer within {self.timeout:.0f}s") from None
+
+    def schedule(self, request: BatchRequest, *, after: str | None = None,
+                 after_kind: str = "afterany") -> str:
+        _write_atomic(request.script_path, request.script)
+        argv = list(request.submit_argv)
+        if after:
+            argv += ["-W", f"depend={after_kind}:{after}"]
+        r = self._run([*argv, str(request.script_path)])
+        job_id = r.stdout.strip()
+        if r.returncode != 0 or not job_id:
+            raise SchedulerError(f"qsub failed (exit {r.returncode}): {r.stderr.strip() or job_id}")
+        return job_id
+
+    def describe(self, scheduler_ids: list[str]) -> dict[str, JobInfo]:
+        ids = [str(i) for i in scheduler_ids]
+        if not ids:
+            return {}
+        r = self._run(["qstat", "-x", "-F", "json", "-f", *ids])
+        found = None
+        if r.returncode in (0, 35, 153) and r.stdout.lstrip().startswith("{"):
+            found = parse_qstat_json(r.stdout)
+        if found is None:
+            r = self._run(["qstat", "-f", *ids])
+            if r.returncode != 0 and not r.stdout.strip() and "Unknown Job" not in r.stderr:
+                raise SchedulerError(f"qstat failed (exit {r.returncode}): {r.stderr.strip()}")
+            found = parse_qstat_full(r.stdout)
+        return {i: _lookup(found, i) for i in ids}
+
+    def cancel(self, scheduler_id: str) -> None:
+        r = self._run(["qdel", str(scheduler_id)])
+        if r.returncode == 0:
+            return
+        # Finished or unknown jobs are fine (cancel is idempotent); a live one is not.
+        state = self.describe([scheduler_id])[str(scheduler_id)].state
+        if state is not JobState.UNKNOWN and not state.is_terminal:
+            raise SchedulerError(f"qdel failed (exit {r.returncode}): {r.stderr.strip()}")
+
+
+def _lookup(found: dict[str, JobInfo], job_id: str) -> JobInfo:
+    if job_id in found:
+        return found[job_id]
+    # "123" asked, "123.server" answered (or the other way round)
+    short = job_id.split(".")[0]
+    for key, info in found.items():
+        if key.split(".")[0] == short:
+            return JobInfo(job_id, info.state, info.restarts, info.reason)
+    return JobInfo(job_id, JobState.UNKNOWN, reason="not known to qstat")
+
+
+# -- pure parsers ------------------------------------------------------------------
+def parse_qstat_json(text: str) -> dict[str, JobInfo] | None:
+    """``qstat -x -F json -f`` (PBS Pro); None when the text is not that JSON."""
+    try:
+        jobs = json.loads(text).get("Jobs", {})
+    except (ValueError, AttributeError):
+        return None
+    return {job_id: _info(job_id, attrs) for job_id, attrs in jobs.items()}
+
+
+def parse_qstat_full(text: str) -> dict[str, JobInfo]:
+    """``qstat -f`` text: ``Job Id: X`` followed by ``key = value`` lines."""
+    jobs: dict[str, dict[str, str]] = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"\s*Job Id:\s*(\S+)", line)
+        if m:
+            current = jobs.setdefault(m.group(1), {})
+        elif current is not None and "=" in line:
+            key, value = line.split("=", 1)
+            current[key.strip()] = value.strip()
+    return {job_id: _info(job_id, attrs) for job_id, attrs in jobs.items()}
+
+
+def _info(job_id: str, attrs: dict) -> JobInfo:
+    status = attrs.get("Exit_status", attrs.get("exit_status"))
+    try:
+        status = int(status) if status is not None else None
+    except ValueError:
+        status = None
+    state = pbs_state(str(attrs.get("job_state", "")), status)
+    reason = "" if status in (None, 0) else f"exit {status}"
+    comment = str(attrs.get("comment", ""))
+    if state is JobState.PENDING and comment:
+        reason = comment
+    try:  # PBS Pro counts runs, server-side requeues included
+        restarts = max(0, int(attrs.get("run_count", 1)) - 1)
+    except ValueError:
+        restarts = 0
+    return JobInfo(job_id, state, restarts=restarts, reason=reason)
