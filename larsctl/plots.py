@@ -25,6 +25,7 @@ class Curve:
     tag: str
     style: str  # matplotlib line style
     name: str  # shown in the style legend when a panel has several curves
+    marker: str | None = None  # validation points: one per epoch, visible even when alone
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,8 @@ _TITLES = {
 DEFAULT_PANELS = (
     Panel("Training loss", "loss", (Curve("train/loss", "-", "train"),)),
     Panel("Top-1 and top-5 accuracy", "accuracy (%)",
-          (Curve("train/accuracy", ":", "train top-1"), Curve("val/accuracy", "-", "val top-1"),
-           Curve("val/top5", "--", "val top-5")), percent=True),
+          (Curve("train/accuracy", ":", "train top-1"), Curve("val/accuracy", "-", "val top-1", "o"),
+           Curve("val/top5", "--", "val top-5", "^")), percent=True),
     Panel("Learning rate", "learning rate", (Curve("train/lr", "-", "lr"),)),
     Panel("Throughput", "images/s", (Curve("train/images_per_sec", "-", "images/s"),),
           from_zero=True),
@@ -67,7 +68,8 @@ def panels_for(metrics: tuple[str, ...]) -> tuple[Panel, ...]:
     panels = []
     for tag in dict.fromkeys(metrics):  # keep order, drop repeats
         title, ylabel, pct = _TITLES[tag]
-        panels.append(Panel(title, ylabel, (Curve(tag, "-", tag),), percent=pct,
+        marker = "o" if tag.startswith("val/") else None
+        panels.append(Panel(title, ylabel, (Curve(tag, "-", tag, marker),), percent=pct,
                             from_zero=tag == "train/images_per_sec"))
     return tuple(panels)
 
@@ -98,9 +100,8 @@ def build_figure(runs: list[Run], panels: tuple[Panel, ...], width_px: int, heig
                     continue
                 xs = run.epochs(curve.tag) if by_epoch else [p.step for p in points]
                 ys = [100 * p.value if panel.percent else p.value for p in points]
-                validation = curve.tag.startswith("val/")
-                ax.plot(xs, ys, curve.style, color=colour, lw=1.6 if validation else 1.2,
-                        marker="o" if validation else None, ms=3, label=f"{label} {curve.name}")
+                ax.plot(xs, ys, ls=curve.style, color=colour, lw=1.6 if curve.marker else 1.2,
+                        marker=curve.marker, ms=4, label=f"{label} {curve.name}")
     for ax, panel in zip(axes, panels):
         ax.set_title(panel.title)
         ax.set_xlabel("epoch" if by_epoch else "step")
@@ -109,7 +110,7 @@ def build_figure(runs: list[Run], panels: tuple[Panel, ...], width_px: int, heig
         if panel.from_zero and ax.has_data():
             ax.set_ylim(bottom=0)
         if len(panel.curves) > 1:  # say which line style is which metric
-            ax.legend(handles=[Line2D([], [], color="0.35", ls=c.style, label=c.name)
+            ax.legend(handles=[Line2D([], [], color="0.35", ls=c.style, marker=c.marker, label=c.name)
                                for c in panel.curves], loc="best", fontsize="small")
     fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 6),
                frameon=False)
