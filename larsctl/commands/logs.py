@@ -97,34 +97,40 @@ def logs(job_id, follow, rank):
         raise UserError(f"--rank {rank}: job {job_id} has {ranks} ranks (0..{ranks - 1})")
     tails: dict[Path, _Tail] = {}
 
+    def pick(lines: list[str], filtered: bool) -> list[str]:
+        if rank is None:
+            return lines
+        if filtered:
+            return list(filter_rank(lines, rank))
+        return [RANK_PREFIX.sub("", line, count=1) for line in lines]  # horovodrun's files keep it
+
     def sources() -> tuple[list[Path], bool]:
+        """(files, whether lines must be filtered by rank prefix)."""
         if rank is not None:
             files = rank_files(paths, rank)
             if files:
                 return files, False
         return combined_logs(paths), rank is not None
 
-    while True:
+    def drain(final: bool) -> None:
         files, filtered = sources()
         for path in files:
             tail = tails.setdefault(path, _Tail(path))
             lines = tail.read_lines()
-            if filtered:
-                lines = list(filter_rank(lines, rank))
-            if lines:
-                sys.stdout.write("".join(lines))
-                sys.stdout.flush()
-        if not follow:
-            # Without --follow also print an unterminated last line.
-            for tail in tails.values():
-                if tail.partial and not (rank is not None and files and filtered):
-                    sys.stdout.write(tail.partial + "\n")
-            return
+            if final and tail.partial:  # an unterminated last line
+                lines.append(tail.partial + "\n")
+                tail.partial = ""
+            sys.stdout.write("".join(pick(lines, filtered)))
+        sys.stdout.flush()
+
+    if not follow:
+        drain(final=True)
+        return
+    while True:
+        drain(final=False)
         rows, _ = refresh(registry, [registry.get(job_id)])
         if rows[0].warnings or _done(rows[0].state):
-            for path in files:  # what was written between the last read and the end
-                lines = tails[path].read_lines() if path in tails else []
-                sys.stdout.write("".join(filter_rank(lines, rank) if filtered else lines))
+            drain(final=True)  # what was written between the last read and the end
             return
         time.sleep(FOLLOW_INTERVAL_S)
 
@@ -134,9 +140,9 @@ def _done(state: str) -> bool:
 
 
 def _ranks(paths: JobPaths) -> int | None:
-    try:
-        import yaml
+    import yaml
 
+    try:
         return int(yaml.safe_load(paths.job_yaml.read_text())["plan"]["gpus"])
-    except (OSError, KeyError, TypeError, ValueError):
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
         return None
