@@ -3,8 +3,8 @@
 A job directory holds ``job.yaml`` (what was asked), ``tensorboard/`` event
 files and ``metrics.jsonl`` (what happened).  Curves come from the event files
 through TensorBoard's own reader; ``metrics.jsonl`` is the fallback when there
-are none (and the only source of the step -> epoch mapping and of the
-start/resume events that bound each segment's wall time).
+are none or they lag behind it (and the only source of the step -> epoch
+mapping and of the start/resume events that bound each segment's wall time).
 
 Nothing here writes or prints; errors are :class:`NoResults` (a UserError) with
 one line naming the directory and what is missing.
@@ -160,11 +160,12 @@ def load_run(job_dir: Path, name: str | None = None) -> Run:
         raise NoResults(f"{job_dir}: no such job directory")
     spec = read_spec(job_dir / "job.yaml")
     records = read_metrics(job_dir / "metrics.jsonl")
-    curves = read_event_files(job_dir / "tensorboard")
-    source = "tensorboard"
-    if not any(curves.values()):
-        curves = curves_from_records(records)
-        source = "metrics.jsonl"
+    curves, source = read_event_files(job_dir / "tensorboard"), "tensorboard"
+    from_records = curves_from_records(records)
+    # A running job's SummaryWriter flushes every few events or 2 minutes, while
+    # metrics.jsonl is flushed per line: take the records when they are ahead.
+    if _last_step(from_records) > _last_step(curves):
+        curves, source = from_records, "metrics.jsonl"
     if not any(curves.values()):
         raise NoResults(f"{job_dir}: no metrics yet (no TensorBoard scalars in tensorboard/, "
                         "no train/val records in metrics.jsonl)")
@@ -217,7 +218,8 @@ def read_metrics(path: Path) -> list[dict]:
         kind, step = record.get("kind"), record.get("step")
         if kind in ("train", "val") and isinstance(step, int):
             if step <= last_step.get(kind, -1):  # rare: only after a resume
-                records = [r for r in records if not (r.get("kind") == kind and r.get("step", -1) >= step)]
+                records = [r for r in records
+                           if not (r.get("kind") == kind and r.get("step", -1) >= step)]
             last_step[kind] = step
         records.append(record)
     return records
@@ -240,7 +242,8 @@ def read_event_files(logdir: Path) -> dict[str, list[Point]]:
     newer writers produce.  Missing directory or no event files -> empty curves.
     """
     curves: dict[str, list[Point]] = {tag: [] for tag in TAGS}
-    if not logdir.is_dir() or not any(p.name.startswith("events.out.tfevents") for p in logdir.iterdir()):
+    if not logdir.is_dir() or not any(p.name.startswith("events.out.tfevents")
+                                      for p in logdir.iterdir()):
         return curves
     # Imported here: tensorboard costs a fraction of a second that --help should not pay.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -333,6 +336,10 @@ def _epochs_done(run: Run) -> float | None:
     spe = run.steps_per_epoch
     steps = [p.step for points in run.curves.values() for p in points]
     return max(steps) / spe if spe and steps else None
+
+
+def _last_step(curves: dict[str, list[Point]]) -> int:
+    return max((points[-1].step for points in curves.values() if points), default=-1)
 
 
 def _is_number(value) -> bool:

@@ -77,7 +77,7 @@ def _echo_table(runs: list[Run], as_json: bool) -> None:
 @click.option("--metric", "metrics", multiple=True, metavar="TAG",
               help="Draw only these TensorBoard tags, one panel each (repeatable), e.g. val/accuracy. "
                    "Default: training loss, top-1/top-5, learning rate, images/s.")
-@click.option("--size", default="1600x1000", show_default=True, callback=_parse_size,
+@click.option("--size", default="1600x1000", show_default=True, callback=_parse_size, metavar="WxH",
               help="Figure size in pixels, WIDTHxHEIGHT.")
 @click.option("--dpi", type=click.IntRange(50, 600), default=100, show_default=True,
               help="Resolution; text scales with it at a fixed pixel size.")
@@ -89,10 +89,10 @@ def report(jobs, out, metrics, size, dpi, table, as_json):
 
     One line per job, against epochs, with the legend "B=<effective batch>
     <optimizer>".  Curves come from the jobs' TensorBoard event files, or from
-    metrics.jsonl when there are none.
+    metrics.jsonl when there are none (or they lag behind a running job).
 
     \b
-    Example:
+    Examples:
       larsctl report demo-20261125-033400-1a2b demo-20261125-041500-3c4d --out report.png
       larsctl report runs/b64 runs/b256 --out report.html --metric val/accuracy --metric train/lr
     """
@@ -134,7 +134,7 @@ def compare(jobs, as_json):
     the registry that has metrics.
 
     \b
-    Example:
+    Examples:
       larsctl compare
       larsctl compare demo-20261125-033400-1a2b runs/b256 --json
     """

@@ -43,6 +43,22 @@ def test_event_files_alone_are_read_against_steps(make_run):
     assert summary.effective_batch is None and summary.gpu_hours is None
 
 
+def test_metrics_jsonl_wins_while_the_event_files_lag_behind(make_run):
+    root = make_run("running", steps_per_epoch=10, epochs=3)
+    # The writer of a running job has flushed only its first steps so far.
+    for events in (root / "tensorboard").iterdir():
+        events.unlink()
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(root / "tensorboard"))
+    for step in range(1, 6):
+        writer.add_scalar("train/loss", 9.0, step)
+    writer.close()
+    run = load_run(root)
+    assert run.source == "metrics.jsonl"
+    assert run.curves["train/loss"][-1].step == 30
+
+
 def test_tensor_style_scalars_are_read_too(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
