@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import Optimizer
 
 # Devices whose foreach ops we use by default.  Unlike torch.optim (which only
 # defaults to foreach on accelerators) CPU is included: on CPU the foreach ops
@@ -94,3 +96,22 @@ def trust_ratio(w_norm: Tensor, u_norm: Tensor, *, coeff: float, weight_decay: f
     if max_ratio is not None:
         ratio = ratio.clamp(0.0, max_ratio)
     return ratio
+
+
+class CheckedOptimizer(Optimizer):
+    """An Optimizer whose every param group (defaults merged in) is checked by
+    `check_group`, and whose old pickles get the keys of `newer_keys`."""
+
+    check_group: ClassVar[Callable[[dict], None]]
+    newer_keys: ClassVar[dict] = {}
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        # Groups may override any default, so the merged group is what counts.
+        type(self).check_group(self.param_groups[-1])
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self.newer_keys.items():
+                group.setdefault(key, value)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from ._common import (check_dense, check_flag, check_hyperparameter, foreach_norms, norm,
+from ._common import (CheckedOptimizer, check_dense, check_flag, check_hyperparameter, foreach_norms, norm,
                       trust_ratio, use_foreach)
 
 __all__ = ["Lamb", "lamb"]
@@ -44,7 +44,7 @@ def check_lamb_group(group: dict) -> None:
     check_flag("Lamb", "foreach", group["foreach"], (None, True, False))
 
 
-class Lamb(Optimizer):
+class Lamb(CheckedOptimizer):
     """LAMB (see the module docstring for the exact update).
 
     Args:
@@ -58,22 +58,15 @@ class Lamb(Optimizer):
             None (default) = multi-tensor wherever the params allow it.
     """
 
+    check_group = staticmethod(check_lamb_group)
+    newer_keys = {"lars": True, "foreach": None}
+
     def __init__(self, params: ParamsT, lr: float | Tensor, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.0, *, foreach: bool | None = None) -> None:
         defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
                     "weight_decay": weight_decay, "lars": True, "foreach": foreach}
         check_lamb_group(defaults)
         super().__init__(params, defaults)
-
-    def add_param_group(self, param_group: dict) -> None:
-        super().add_param_group(param_group)
-        check_lamb_group(self.param_groups[-1])
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("lars", True)
-            group.setdefault("foreach", None)
 
     def _init_group(self, group_index: int, group: dict, params: list[Tensor], grads: list[Tensor],
                     exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor], steps: list[int]) -> None:

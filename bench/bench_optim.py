@@ -1,0 +1,133 @@
+"""Per-step time of trainer.optim.Lars against torch SGD and a reference-style loop.
+
+The tensors have the shapes of torchvision's ResNet-50 parameters (161 tensors,
+25.6M values; no weights are downloaded), fp32 on CPU, with fixed random
+gradients.  The optimizers run round-robin, one step each per round, so that
+noise from other processes hits them alike; the figure is the median step time.
+
+    .venv/bin/python bench/bench_optim.py [--threads N] [--rounds 30]
+
+Targets on CPU: LARS/SGD <= 1.3 and loop/LARS >= 1 (LARS no slower than the loop).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torchvision
+
+from trainer.optim import Lars
+
+LR = 0.1
+MOMENTUM = 0.9
+WEIGHT_DECAY = 1e-4
+EETA = 1e-3
+
+
+class ReferenceLoop:
+    """The reference repository's Lars.step, as written there: one parameter at
+    a time, with .item() on the trust ratio (a host sync per parameter)."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float, momentum: float, weight_decay: float,
+                 eeta: float) -> None:
+        self.params, self.lr, self.momentum, self.wd, self.eeta = params, lr, momentum, weight_decay, eeta
+        self.bufs: dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            w_norm = torch.norm(p)
+            g_norm = torch.norm(p.grad)
+            trust = torch.where((w_norm > 0) & (g_norm > 0),
+                                self.eeta * w_norm / (g_norm + self.wd * w_norm),
+                                torch.ones_like(w_norm))
+            trust.clamp_(0.0, 50.0)
+            scaled_lr = self.lr * trust.item()
+            d = p.grad.add(p, alpha=self.wd)
+            d = torch.clamp(d, -10.0, 10.0)
+            buf = self.bufs.get(i)
+            if buf is None:
+                buf = self.bufs[i] = torch.clone(d).detach()
+            else:
+                buf.mul_(self.momentum).add_(d)
+            p.add_(buf, alpha=-scaled_lr)
+
+
+def resnet50_tensors(seed: int) -> list[torch.Tensor]:
+    """Fresh leaf tensors with ResNet-50's parameter shapes and random grads."""
+    shapes = [p.shape for p in torchvision.models.resnet50(weights=None).parameters()]
+    gen = torch.Generator().manual_seed(seed)
+    params = []
+    for shape in shapes:
+        p = torch.randn(shape, generator=gen) * 0.05
+        p.grad = torch.randn(shape, generator=gen) * 1e-3
+        params.append(p)
+    return params
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{model}; {os.cpu_count()} logical CPUs; torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads; load average {load:.2f}; {platform.platform()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--rounds", type=int, default=40, help="timed steps per optimizer (median reported)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per optimizer first")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    candidates: dict[str, Callable[[], None]] = {}
+    common = {"lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY}
+    candidates["Lars nus (foreach)"] = Lars(resnet50_tensors(0), eeta=EETA, mode="nus", foreach=True, **common).step
+    candidates["Lars tf (foreach)"] = Lars(resnet50_tensors(0), eeta=EETA, mode="tf", foreach=True, **common).step
+    candidates["Lars nus (single-tensor)"] = Lars(resnet50_tensors(0), eeta=EETA, mode="nus", foreach=False,
+                                                  **common).step
+    candidates["SGD foreach, same wd"] = torch.optim.SGD(resnet50_tensors(0), foreach=True, **common).step
+    candidates["SGD foreach, wd=0"] = torch.optim.SGD(resnet50_tensors(0), lr=LR, momentum=MOMENTUM,
+                                                      foreach=True).step
+    candidates["reference loop (.item())"] = ReferenceLoop(resnet50_tensors(0), eeta=EETA, **common).step
+
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(args.warmup):
+        for step in candidates.values():
+            step()
+    for _ in range(args.rounds):
+        for name, step in candidates.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+
+    median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    n_values = sum(p.numel() for p in torchvision.models.resnet50(weights=None).parameters())
+    print(f"machine: {machine()}")
+    print(f"ResNet-50 shapes: 161 tensors, {n_values / 1e6:.1f}M fp32 values; lr={LR} momentum={MOMENTUM} "
+          f"weight_decay={WEIGHT_DECAY} eeta={EETA}; median of {args.rounds} steps after {args.warmup} warm-up")
+    for name, ms in median.items():
+        spread = statistics.quantiles(times[name], n=4)
+        print(f"  {name:28s} {ms:8.2f} ms/step   (quartiles {spread[0] * 1e3:.2f}..{spread[2] * 1e3:.2f})")
+    sgd = median["SGD foreach, same wd"]
+    loop = median["reference loop (.item())"]
+    for mode in ("nus", "tf"):
+        lars = median[f"Lars {mode} (foreach)"]
+        print(f"LARS {mode}/SGD (same wd) = {lars / sgd:.2f}  (target <= 1.3)   "
+              f"LARS {mode}/SGD (wd=0) = {lars / median['SGD foreach, wd=0']:.2f}   "
+              f"loop/LARS {mode} = {loop / lars:.2f}  (target >= 1.0)")
+
+
+if __name__ == "__main__":
+    main()
