@@ -55,16 +55,22 @@ class Run:
     records: list[dict] = field(default_factory=list)  # metrics.jsonl, deduplicated
 
     # -- settings -----------------------------------------------------------
-    def _setting(self, plan_key: str, trainer_key: str, cast):
+    def _setting(self, plan_key: str, trainer_key: str | None, cast):
         """job.yaml's plan value, else its trainer value (same number when lr_scaling is keep)."""
+        section, key = "plan", plan_key
         value = (self.spec.get("plan") or {}).get(plan_key)
-        if value is None:
+        if value is None and trainer_key:
+            section, key = "trainer", trainer_key
             value = (self.spec.get("trainer") or {}).get(trainer_key)
-        return None if value is None else cast(value)
+        try:
+            return None if value is None else cast(value)
+        except (TypeError, ValueError):
+            raise NoResults(f"{self.job_dir / 'job.yaml'}: {section}.{key}: expected a number, "
+                            f"got {value!r}") from None
 
     @property
     def effective_batch(self) -> int | None:
-        value = self._setting("effective_batch", "effective_batch", int)
+        value = self._setting("effective_batch", None, int)
         if value is None:  # a trainer run without job.yaml logs it per step
             value = next((int(r["effective_batch"]) for r in self.records
                           if r.get("kind") == "train" and r.get("effective_batch")), None)
@@ -92,7 +98,7 @@ class Run:
 
     @property
     def gpus(self) -> int | None:
-        return self._setting("gpus", "gpus", int)
+        return self._setting("gpus", None, int)
 
     @property
     def steps_per_epoch(self) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from larsctl.results import NoResults, TAGS, load_run, read_metrics
 
@@ -148,3 +149,12 @@ def test_a_broken_job_yaml_names_its_line(make_run):
     (root / "job.yaml").write_text("job: {name: x\nplan: [\n")
     with pytest.raises(NoResults, match=r"job\.yaml:\d+: not valid YAML"):
         load_run(root)
+
+
+def test_a_wrong_job_yaml_value_names_its_field(make_run):
+    root = make_run("bad-value")
+    spec = yaml.safe_load((root / "job.yaml").read_text())
+    spec["plan"]["effective_batch"] = "lots"
+    (root / "job.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(NoResults, match=r"job\.yaml: plan\.effective_batch: expected a number, got 'lots'"):
+        load_run(root).summary()
