@@ -95,7 +95,19 @@ def resolve(cluster: str, recipe: Path | None, name: str | None, plan: dict,
         extra["max_steps"] = max_steps
     if extra:
         spec = replace(spec, trainer={**spec.trainer, **extra})
+        check_trainer_options(spec.trainer)
     return spec
+
+
+def check_trainer_options(options: dict) -> None:
+    """Validate the trainer section as the trainer will (torch-free), so a bad --set fails now."""
+    from trainer.config import resolve as resolve_trainer
+    from trainer.errors import BadInput
+
+    try:
+        resolve_trainer(options, {}, source="--set")
+    except BadInput as exc:
+        raise UserError(str(exc)) from None
 
 
 def spec_yaml(spec) -> str:

@@ -1,0 +1,147 @@
+"""Bad input and faults: one clear line, the right exit code, nothing half-written or lost."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from larsctl.cli import cli
+from larsctl.jobdir import atomic_write
+
+DEMO = str(Path(__file__).resolve().parents[2] / "jobs" / "demo.yaml")
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["status", "nope"], "Error: unknown job id 'nope' (see `larsctl jobs`)"),
+    (["logs", "nope"], "Error: unknown job id 'nope' (see `larsctl jobs`)"),
+    (["cancel", "nope"], "Error: unknown job id 'nope' (see `larsctl jobs`)"),
+    (["resume", "nope"], "Error: unknown job id 'nope' (see `larsctl jobs`)"),
+    (["submit", "--cluster", "local"], "Error: expected --recipe FILE or --target-batch N (or --gpus N)"),
+    (["submit", "--cluster", "local", "--recipe", "no/such.yaml"], "Error: --recipe no/such.yaml: no such file"),
+    (["submit", "--cluster", "local", "--recipe", DEMO, "--set", "=3"],
+     "Error: --set '=3': expected KEY=VALUE with a trainer option name as KEY"),
+    (["submit", "--cluster", "local", "--recipe", DEMO, "--set", "image_size=big"],
+     "Error: --set: image_size: expected an integer, got 'big'"),
+    (["jobs", "--rebuild", "/no/such/dir"], "Error: /no/such/dir: no such job directory"),
+])
+def test_bad_input_is_one_line_exit_2(args, message):
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip() == message
+    assert r.stdout == ""
+
+
+def test_unknown_cluster_names_the_choices():
+    r = run("submit", "--cluster", "nosuch", "--target-batch", "64")
+    assert r.exit_code == 2
+    assert r.stderr.startswith("Error: unknown cluster 'nosuch'; expected one of: local")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_rank_out_of_range_and_deleted_job_dir(tmp_path, larsctl_dirs):
+    """`script` writes a job directory without submitting; rebuild records it; then delete it."""
+    r = run("script", "--cluster", "local", "--recipe", DEMO)
+    assert r.exit_code == 0, r.output
+    script = Path(r.stdout.strip())
+    job_dir = script.parent
+    assert script.is_file() and os.access(script, os.X_OK)
+    assert (job_dir / "job.yaml").is_file()
+    assert json.loads(run("jobs", "--json").stdout) == []  # not submitted, not recorded
+    assert run("jobs", "--rebuild", str(job_dir)).exit_code == 0
+    (row,) = json.loads(run("jobs", "--json").stdout)
+    assert row["id"] == job_dir.name and row["cluster"] == "local"
+
+    r = run("logs", job_dir.name, "--rank", "2")
+    assert r.exit_code == 2
+    assert r.stderr.strip() == f"Error: --rank 2: job {job_dir.name} has 2 ranks (0..1)"
+
+    shutil.rmtree(job_dir)
+    r = run("status", job_dir.name)
+    assert r.exit_code == 0
+    assert f"Warning: job {job_dir.name}: its job directory {job_dir} was deleted" in r.stderr
+    for cmd in ("logs", "resume"):
+        r = run(cmd, job_dir.name)
+        assert r.exit_code == 1
+        assert r.stderr.startswith(f"Error: job {job_dir.name}: its job directory {job_dir} was deleted")
+
+
+def test_sbatch_missing_is_one_line_and_leaves_nothing(larsctl_dirs, tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))  # no sbatch anywhere
+    workdir = tmp_path / "runs"
+    profile = larsctl_dirs["config"] / "clusters"
+    profile.mkdir()
+    src = (Path(__file__).resolve().parents[2] / "clusters" / "slurm-v100.yaml").read_text()
+    (profile / "nosbatch.yaml").write_text(
+        src.replace("name: slurm-v100", "name: nosbatch").split("\nworkdir:")[0]
+        + f"\nworkdir: {workdir}\n" + "\n".join(src.split("\nworkdir:")[1].splitlines()[1:]) + "\n")
+    r = subprocess.run([sys.executable, "-m", "larsctl", "submit", "--cluster", "nosbatch",
+                        "--target-batch", "256"], capture_output=True, text=True, env=env)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip() == ("Error: submitting job.sbatch failed: sbatch: command not found "
+                                "(is this a Slurm login node?)")
+    assert not any(workdir.iterdir()) if workdir.exists() else True
+    assert json.loads(run("jobs", "--json").stdout) == []
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 64 KiB tmpfs, filled to the last byte; skipped where mounting is not permitted."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        (mnt / "runs").mkdir()
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"x" * 512):
+                pass
+        except OSError:
+            pass  # ENOSPC: full
+        finally:
+            os.close(fd)
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_while_writing_the_job_dir(tiny_tmpfs, larsctl_dirs, jobs):
+    jobs.write_profile(larsctl_dirs["config"], "fulldisk", workdir=str(tiny_tmpfs / "runs"))
+    r = run("submit", "--cluster", "fulldisk", "--recipe", DEMO)
+    assert r.exit_code == 1, r.output
+    line = r.stderr.strip()
+    assert line.startswith(f"Error: no space left while writing {tiny_tmpfs / 'runs'}/demo-")
+    assert line.endswith("No space left on device") and "\n" not in line
+    assert list((tiny_tmpfs / "runs").iterdir()) == []  # no half-made job directory
+    assert json.loads(run("jobs", "--json").stdout) == []  # and no record
+
+
+def test_atomic_write_past_the_file_size_limit_keeps_the_old_file(tmp_path):
+    """RLIMIT_FSIZE makes write() fail with EFBIG (no root needed); the old content stays."""
+    (tmp_path / "job").mkdir()
+    target = tmp_path / "job" / "job.yaml"
+    target.write_text("old\n")
+    code = ("import sys; from larsctl.jobdir import atomic_write; from larsctl.errors import Failure\n"
+            "try:\n    atomic_write(sys.argv[1], 'x' * 100000)\n"
+            "except Failure as e:\n    print(e.message); sys.exit(1)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)))
+    assert r.returncode == 1, r.stderr
+    assert r.stdout.strip() == f"no space left while writing {target}: File too large"
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["job.yaml"]  # no temp file left
+    atomic_write(target, "new\n")
+    assert target.read_text() == "new\n"
