@@ -70,13 +70,20 @@ larsctl_trainer_pids() {
 }
 
 larsctl_signalled=""
+larsctl_pending=""
+# shellcheck disable=SC2317  # called from the traps below
+larsctl_forward() {
+  local pid sent=""
+  for pid in $(larsctl_trainer_pids); do kill -USR2 "$pid" 2>/dev/null && sent=1; done
+  # No rank yet (still starting): the wait loop tries again every second.
+  if [ -n "$sent" ]; then larsctl_pending=""; else larsctl_pending=1; fi
+}
 # shellcheck disable=SC2317  # called from the traps below
 larsctl_on_signal() {
   # USR2 = time limit near (requeue), TERM = cancelled or shut down (no requeue).
   if [ "$1" = TERM ] || [ -z "$larsctl_signalled" ]; then larsctl_signalled=$1; fi
   echo "larsctl: got SIG$1, asking the trainer to checkpoint" >&2
-  local pid
-  for pid in $(larsctl_trainer_pids); do kill -USR2 "$pid" 2>/dev/null || true; done
+  larsctl_forward
 }
 trap 'larsctl_on_signal USR2' USR2
 trap 'larsctl_on_signal TERM' TERM
@@ -86,6 +93,11 @@ WAIT_LAUNCHER = r'''
 larsctl_pid=$!
 # A trapped signal ends `wait` early; wait again until the launcher itself has exited.
 while :; do
+  if [ -n "$larsctl_pending" ] && kill -0 "$larsctl_pid" 2>/dev/null; then
+    sleep 1
+    larsctl_forward
+    continue
+  fi
   wait "$larsctl_pid"
   rc=$?
   kill -0 "$larsctl_pid" 2>/dev/null || break

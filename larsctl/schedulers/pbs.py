@@ -47,6 +47,9 @@ PBS_STATES: dict[str, JobState] = {
     "F": JobState.COMPLETED,
     "C": JobState.COMPLETED,
 }
+# qstat exit codes that still answered: 153 = unknown job id (PBSE_UNKJOBID & 0xff),
+# 35 = job only in history (PBSE_HISTJOBID & 0xff).
+QSTAT_OK = (0, 35, 153)
 WALLTIME_EXCEEDED = -29   # PBS Pro JOB_EXEC_KILL_WALLTIME
 KILLED_BY_SIGTERM = 256 + 15  # qdel of a running job (PBS adds 256 to a signal number)
 
@@ -173,11 +176,11 @@ class PbsScheduler(Scheduler):
             return {}
         r = self._run(["qstat", "-x", "-F", "json", "-f", *ids])
         found = None
-        if r.returncode in (0, 35, 153) and r.stdout.lstrip().startswith("{"):
+        if r.returncode in QSTAT_OK and r.stdout.lstrip().startswith("{"):
             found = parse_qstat_json(r.stdout)
         if found is None:
             r = self._run(["qstat", "-f", *ids])
-            if r.returncode != 0 and not r.stdout.strip() and "Unknown Job" not in r.stderr:
+            if r.returncode not in QSTAT_OK and not r.stdout.strip():
                 raise SchedulerError(f"qstat failed (exit {r.returncode}): {r.stderr.strip()}")
             found = parse_qstat_full(r.stdout)
         return {i: _lookup(found, i) for i in ids}

@@ -45,3 +45,24 @@ def slurm_cluster():
         else:
             os.environ["SLURM_CONF"] = old
         shutil.rmtree(root, ignore_errors=True)
+
+
+_support_spec = importlib.util.spec_from_file_location(
+    "larsctl_test_support", Path(__file__).resolve().parent.parent / "schedulers" / "support.py")
+support_mod = importlib.util.module_from_spec(_support_spec)
+_support_spec.loader.exec_module(support_mod)
+
+
+@pytest.fixture
+def support():
+    """tests/schedulers/support.py: profiles, specs, the fake trainer."""
+    return support_mod
+
+
+@pytest.fixture
+def fake_trainer_env(monkeypatch, support):
+    """sbatch passes the submitter's environment on: make jobs run the fake trainer."""
+    for key, value in support.fake_env().items():
+        if key.startswith(("OMPI_", "PYTHONPATH")):
+            monkeypatch.setenv(key, value)
+    return monkeypatch

@@ -2,7 +2,7 @@
 
 It accepts the real command line (--config, --out-dir), appends what it saw to
 <out-dir>/rank<R>.txt and mimics the real trainer's contract: on SIGUSR2 or SIGTERM
-it exits 75 (REQUEUE).  FAKE_SECONDS: how long to "train" (default 1).
+it exits 75 (REQUEUE).  FAKE_SECONDS: how long the first run "trains" (default 1; restarted runs take 1 s).
 FAKE_MODE=requeue-once: exit 75 on the first run (SLURM_RESTART_COUNT/LARSCTL_RESTARTS
 unset or 0) without a signal; FAKE_MODE=fail: exit 3.
 """
@@ -27,7 +27,8 @@ def note(text):
 
 
 note(f"start restart={restart} config={args[args.index('--config') + 1]}")
-end = time.time() + float(os.environ.get("FAKE_SECONDS", "1"))
+# A restarted run finishes quickly: the first run is the one tests interrupt.
+end = time.time() + (float(os.environ.get("FAKE_SECONDS", "1")) if restart == "0" else 1.0)
 while time.time() < end and not got:
     time.sleep(0.05)
 mode = os.environ.get("FAKE_MODE", "ok")
