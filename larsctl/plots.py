@@ -26,6 +26,7 @@ class Curve:
     style: str  # matplotlib line style
     name: str  # shown in the style legend when a panel has several curves
     marker: str | None = None  # validation points: one per epoch, visible even when alone
+    smooth: bool = False  # per-step training values, noisy enough to want --smoothing
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,13 @@ _TITLES = {
 }
 
 DEFAULT_PANELS = (
-    Panel("Training loss", "loss", (Curve("train/loss", "-", "train"),)),
+    Panel("Training loss", "loss", (Curve("train/loss", "-", "train", smooth=True),)),
     Panel("Top-1 and top-5 accuracy", "accuracy (%)",
-          (Curve("train/accuracy", ":", "train top-1"), Curve("val/accuracy", "-", "val top-1", "o"),
+          (Curve("train/accuracy", ":", "train top-1", smooth=True),
+           Curve("val/accuracy", "-", "val top-1", "o"),
            Curve("val/top5", "--", "val top-5", "^")), percent=True),
     Panel("Learning rate", "learning rate", (Curve("train/lr", "-", "lr"),)),
-    Panel("Throughput", "images/s", (Curve("train/images_per_sec", "-", "images/s"),),
+    Panel("Throughput", "images/s", (Curve("train/images_per_sec", "-", "images/s", smooth=True),),
           from_zero=True),
 )
 
@@ -68,15 +70,30 @@ def panels_for(metrics: tuple[str, ...]) -> tuple[Panel, ...]:
     panels = []
     for tag in dict.fromkeys(metrics):  # keep order, drop repeats
         title, ylabel, pct = _TITLES[tag]
-        marker = "o" if tag.startswith("val/") else None
-        panels.append(Panel(title, ylabel, (Curve(tag, "-", tag, marker),), percent=pct,
+        validation = tag.startswith("val/")
+        curve = Curve(tag, "-", tag, "o" if validation else None,
+                      smooth=not validation and tag != "train/lr")
+        panels.append(Panel(title, ylabel, (curve,), percent=pct,
                             from_zero=tag == "train/images_per_sec"))
     return tuple(panels)
 
 
+def smooth(values: list[float], weight: float) -> list[float]:
+    """TensorBoard's smoothing: a debiased exponential moving average (weight 0 = raw)."""
+    out, average = [], 0.0
+    for n, value in enumerate(values, 1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight ** n))
+    return out
+
+
 def build_figure(runs: list[Run], panels: tuple[Panel, ...], width_px: int, height_px: int,
-                 dpi: int) -> Figure:
-    """The figure, exactly ``width_px`` x ``height_px`` pixels when saved at ``dpi``."""
+                 dpi: int, smoothing: float = 0.0) -> Figure:
+    """The figure, exactly ``width_px`` x ``height_px`` pixels when saved at ``dpi``.
+
+    With ``smoothing`` > 0 the per-step training curves are drawn smoothed over
+    a faint copy of the raw values, as TensorBoard shows them.
+    """
     fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     cols = 1 if len(panels) == 1 else 2
@@ -100,8 +117,12 @@ def build_figure(runs: list[Run], panels: tuple[Panel, ...], width_px: int, heig
                     continue
                 xs = run.epochs(curve.tag) if by_epoch else [p.step for p in points]
                 ys = [100 * p.value if panel.percent else p.value for p in points]
+                if smoothing and curve.smooth:
+                    ax.plot(xs, ys, ls=curve.style, color=colour, lw=1.0, alpha=0.25,
+                            label=f"_raw {label} {curve.name}")  # "_": not in any legend
+                    ys = smooth(ys, smoothing)
                 ax.plot(xs, ys, ls=curve.style, color=colour, lw=1.6 if curve.marker else 1.2,
-                        marker=curve.marker, ms=4, label=f"{label} {curve.name}")
+                        alpha=0.9, marker=curve.marker, ms=4, label=f"{label} {curve.name}")
     for ax, panel in zip(axes, panels):
         ax.set_title(panel.title)
         ax.set_xlabel("epoch" if by_epoch else "step")

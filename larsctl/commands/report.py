@@ -81,10 +81,14 @@ def _echo_table(runs: list[Run], as_json: bool) -> None:
               help="Figure size in pixels, WIDTHxHEIGHT.")
 @click.option("--dpi", type=click.IntRange(50, 600), default=100, show_default=True,
               help="Resolution; text scales with it at a fixed pixel size.")
+@click.option("--smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0,
+              show_default=True, metavar="W",
+              help="TensorBoard-style smoothing weight (0..1) of the per-step training curves; "
+                   "the raw values stay as a faint line.")
 @click.option("--table", is_flag=True, help="Print the results table (as `larsctl compare`) instead.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the jobs' final numbers as JSON (with --table: instead of the text table).")
-def report(jobs, out, metrics, size, dpi, table, as_json):
+def report(jobs, out, metrics, size, dpi, smoothing, table, as_json):
     """Draw the training curves of one or more jobs: loss, top-1/top-5, LR, images/s.
 
     One line per job, against epochs, with the legend "B=<effective batch>
@@ -94,7 +98,8 @@ def report(jobs, out, metrics, size, dpi, table, as_json):
     \b
     Examples:
       larsctl report demo-20261125-033400-1a2b demo-20261125-041500-3c4d --out report.png
-      larsctl report runs/b64 runs/b256 --out report.html --metric val/accuracy --metric train/lr
+      larsctl report runs/b64 runs/b256 --out report.html --smoothing 0.6
+      larsctl report runs/b64 runs/b256 --metric val/accuracy --metric train/lr --size 1200x500
     """
     from larsctl import plots  # matplotlib: only when drawing, not for --help
 
@@ -110,7 +115,7 @@ def report(jobs, out, metrics, size, dpi, table, as_json):
     if table:
         _echo_table(runs, as_json)
         return
-    fig = plots.build_figure(runs, panels, *size, dpi=dpi)
+    fig = plots.build_figure(runs, panels, *size, dpi=dpi, smoothing=smoothing)
     png = plots.png_bytes(fig)
     summaries = [run.summary() for run in runs]
     if out.suffix.lower() == ".html":

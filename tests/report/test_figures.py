@@ -109,3 +109,23 @@ def test_learning_rates_show_their_power_of_two(value, text):
                                          (0.0, "0.0")])
 def test_warmup_shows_the_reference_rule(value, text):
     assert tables.warmup(value) == text
+
+
+def test_smoothing_is_tensorboards_debiased_moving_average():
+    assert plots.smooth([1.0, 2.0, 3.0], 0.0) == [1.0, 2.0, 3.0]
+    # TensorBoard: last = last * w + (1 - w) * v, shown as last / (1 - w ** n).
+    assert plots.smooth([1.0, 3.0], 0.5) == pytest.approx([1.0, (0.25 + 1.5) / 0.75])
+    assert plots.smooth([2.0] * 5, 0.9) == pytest.approx([2.0] * 5)  # no bias towards 0
+
+
+def test_smoothing_draws_training_curves_over_their_raw_values_only(two_runs):
+    fig = plots.build_figure(two_runs, plots.DEFAULT_PANELS, 800, 600, 100, smoothing=0.6)
+    loss = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert set(loss) == {"_raw B=64 LARS train", "B=64 LARS train", "_raw B=512 LAMB train",
+                         "B=512 LAMB train"}
+    raw = list(loss["_raw B=64 LARS train"].get_ydata())
+    assert list(loss["B=64 LARS train"].get_ydata()) == pytest.approx(plots.smooth(raw, 0.6))
+    assert raw == pytest.approx([p.value for p in two_runs[0].curves["train/loss"]])
+    accuracy = [line.get_label() for line in fig.axes[1].get_lines()]
+    assert "_raw B=64 LARS val top-1" not in accuracy and "_raw B=64 LARS train top-1" in accuracy
+    assert all(not line.get_label().startswith("_raw") for line in fig.axes[2].get_lines())  # LR is exact
