@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from trainer.data import DataConfig, build_loaders, materialise_digits
+from trainer.data import DataConfig, DataError, build_loaders, materialise_digits
 from trainer.data.tfrecord import decode_example, read_records, tfrecord2idx_tool
 
 TRAIN, VAL = 1437, 360  # 1797 scans split 80/20
@@ -107,3 +108,10 @@ def test_render_keeps_the_scans_ink(digits):
     big = np.asarray(render(x_train[0], 32))[:, :, 0].astype(float)
     blocks = big.reshape(8, 4, 8, 4).mean(axis=(1, 3))
     assert np.corrcoef(blocks.ravel(), x_train[0].ravel())[0, 1] > 0.95
+
+
+def test_unwritable_root_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(DataError, match=rf"^{blocker}/data: cannot write the digits data set \("):
+        materialise_digits(blocker / "data", 8)

@@ -129,7 +129,7 @@ def test_class_folder_mismatch_is_reported(tmp_path):
         build_loaders(tiny(tmp_path))
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, 1])
 def test_corrupt_image_is_reported_with_its_path(tmp_path, workers):
     tiny_tree(tmp_path / "train")
     tiny_tree(tmp_path / "val")
@@ -137,8 +137,7 @@ def test_corrupt_image_is_reported_with_its_path(tmp_path, workers):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     loaders = build_loaders(tiny(tmp_path, workers=workers))
     with pytest.raises(DataError) as err:
-        list(loaders.val)  # the val set is intact; train holds the bad file
-        list(loaders.train)
+        list(loaders.train)  # 3 batches of 2: every train image
     assert str(err.value).startswith(f"{bad}: cannot read image (")
     assert "\n" not in str(err.value)
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+from .transforms import mix_seed
+
+# Augmentation seeds are mix_seed(seed, epoch, index >= 0); the order takes index -1.
+ORDER_STREAM = -1
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     """The global train order of an epoch; depends on nothing but its arguments."""
-    state = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch]).generate_state(2, dtype=np.uint32)
-    gen = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    gen = torch.Generator().manual_seed(mix_seed(seed, epoch, ORDER_STREAM))
     return torch.randperm(num_samples, generator=gen)
 
 

@@ -128,23 +128,26 @@ def materialise_digits(root: Path, image_size: int) -> DigitsPaths:
         return _paths(base)
     try:
         root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{root}: cannot create the data directory ({exc.strerror})") from None
-    with _build_lock(root, base.name):
-        if base.is_dir():
-            return _paths(base)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{base.name}-", dir=root))
-        try:
-            _build(tmp, image_size)
-            tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared
-            os.replace(tmp, base)
-        except OSError:
-            if not base.is_dir():  # a concurrent builder did not win the rename either
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with _build_lock(root, base.name):
+            if not base.is_dir():
+                _build_atomically(root, base, image_size)
+    except OSError as exc:  # read-only or full file system: the user's to fix, say where
+        raise DataError(f"{root}: cannot write the digits data set ({exc.strerror or exc})") from None
     return _paths(base)
 
+
+def _build_atomically(root: Path, base: Path, image_size: int) -> None:
+    """Build in a temp dir beside base, then rename: a crash never leaves a half set at base."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{base.name}-", dir=root))
+    try:
+        _build(tmp, image_size)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared
+        os.replace(tmp, base)
+    except OSError:
+        if not base.is_dir():  # lost the rename to a concurrent builder: theirs is as good
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 def default_root() -> Path:
     """$LARSCTL_DATA, default ~/.cache/larsctl/datasets."""
