@@ -147,13 +147,8 @@ def png_bytes(fig: Figure) -> bytes:
 
 def html_page(png: bytes, summaries: list[Summary], title: str = "larsctl report") -> str:
     """A self-contained page: the figure (embedded) and the table of final numbers."""
-    header = ("Job", "Effective batch", "Optimizer", "GPUs", "Epochs", "Best val top-1",
-              "Last val top-1", "Last val top-5", "Wall time", "GPU-hours")
-    rows = [(s.name, tables.integer(s.effective_batch), s.optimizer or tables.DASH,
-             tables.integer(s.gpus), tables.epochs(s.epochs), tables.percent(s.best_val_top1),
-             tables.percent(s.last_val_top1), tables.percent(s.last_val_top5),
-             tables.duration(s.wall_time_s), tables.hours(s.gpu_hours))
-            for s in tables.sort_by_batch(summaries)]
+    header = tables.REPORT_COLUMNS
+    rows = [tables.report_row(s) for s in tables.sort_by_batch(summaries)]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                      for row in rows)

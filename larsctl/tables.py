@@ -13,6 +13,10 @@ DASH = "-"
 
 COLUMNS = ("Job", "Effective batch", "Batch", "Base LR", "Warmup epochs", "Epsilon",
            "Epochs", "Val accuracy")
+# The HTML report's table: the settings, then every final number.
+REPORT_COLUMNS = ("Job", "Effective batch", "Batch", "Base LR", "Warmup epochs", "Epsilon",
+                  "Optimizer", "GPUs", "Epochs", "Best val top-1", "Last val top-1", "Last val top-5",
+                  "Wall time", "GPU-hours")
 
 
 def sort_by_batch(summaries: list[Summary]) -> list[Summary]:
@@ -82,6 +86,12 @@ def compare_row(summary: Summary) -> tuple[str, ...]:
     return (summary.name, integer(summary.effective_batch), integer(summary.per_gpu_batch),
             power_of_two(summary.base_lr), warmup(summary.warmup_epochs), number(summary.epsilon),
             epochs(summary.epochs), percent(summary.last_val_top1))
+
+
+def report_row(summary: Summary) -> tuple[str, ...]:
+    return (*compare_row(summary)[:6], summary.optimizer or DASH, integer(summary.gpus),
+            epochs(summary.epochs), percent(summary.best_val_top1), percent(summary.last_val_top1),
+            percent(summary.last_val_top5), duration(summary.wall_time_s), hours(summary.gpu_hours))
 
 
 def render(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:

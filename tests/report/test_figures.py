@@ -83,6 +83,8 @@ def test_html_embeds_the_png_and_the_final_numbers(two_runs):
         assert f"<td>{run.name}</td>" in page
         assert f"<td>{100 * best:.2f}%</td>" in page
         assert f"<td>{100 * val[-1]['accuracy']:.2f}%</td>" in page
+    assert "<th>Effective batch</th><th>Batch</th><th>Base LR</th>" in page
+    assert "<td>64</td><td>32</td><td>5.657 (2^2.5)</td><td>0.1562 (10/2^6)</td><td>1e-05</td>" in page
     # GPU-hours of the small run: 2 GPUs x (60 steps + 1 s) / 3600.
     assert f"<td>{2 * 61 / 3600:.3g}</td>" in page
 
