@@ -104,6 +104,15 @@ class CheckpointStore:
         self._prune()
         return path
 
+    def remove_temporaries(self) -> None:
+        """Delete temporary files of writes that a crash interrupted (never valid checkpoints)."""
+        directory = self.path_for(0, 0).parent
+        for tmp in glob.glob(str(directory / ".*.tmp.*")):
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
     def candidates(self) -> list[Path]:
         """Checkpoint files, newest first (written in step order, so by mtime)."""
         files = [Path(p) for p in glob.glob(self.glob) if not p.endswith(".sha256")]

@@ -207,6 +207,15 @@ def _check_combinations(cfg: TrainConfig) -> None:
         raise BadInput(f"--label-smoothing: expected < 1, got {cfg.label_smoothing}")
     if cfg.warmup_epochs > cfg.epochs:
         raise BadInput(f"--warmup-epochs: {cfg.warmup_epochs:g} is longer than --epochs {cfg.epochs}")
+    if cfg.checkpoint_format is not None and "{step" not in cfg.checkpoint_format \
+            and "{epoch" not in cfg.checkpoint_format:
+        raise BadInput(f"--checkpoint-format: {cfg.checkpoint_format!r} needs a {{step}} or {{epoch}} field")
+    if cfg.checkpoint_format is not None:
+        try:
+            cfg.checkpoint_format.format(step=0, epoch=0)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise BadInput(f"--checkpoint-format: {cfg.checkpoint_format!r}: only {{step}} and {{epoch}} "
+                           f"fields are known ({exc})") from None
     if cfg.data == "synthetic":
         return
     if cfg.dataset is None and cfg.data_dir is None and cfg.train_dir is None:
@@ -218,15 +227,6 @@ def _check_combinations(cfg: TrainConfig) -> None:
             raise BadInput("--data dali needs --data-dir (TFRecord root)")
     if cfg.num_classes is not None:
         raise BadInput("--num-classes applies to --data synthetic only; real data sets take it from the data")
-    if cfg.checkpoint_format is not None and "{step" not in cfg.checkpoint_format \
-            and "{epoch" not in cfg.checkpoint_format:
-        raise BadInput(f"--checkpoint-format: {cfg.checkpoint_format!r} needs a {{step}} or {{epoch}} field")
-    if cfg.checkpoint_format is not None:
-        try:
-            cfg.checkpoint_format.format(step=0, epoch=0)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise BadInput(f"--checkpoint-format: {cfg.checkpoint_format!r}: only {{step}} and {{epoch}} "
-                           f"fields are known ({exc})") from None
 
 
 def data_kind(cfg: TrainConfig) -> str:

@@ -66,7 +66,7 @@ def train_step(ctx: StepContext, micro_batches: Sequence[tuple[torch.Tensor, tor
             stats[1] += (logits.argmax(1) == labels).sum()
             stats[2] += n
     ctx.engine.optimizer_step(ctx.optimizer, ctx.scaler)
-    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.optimizer.zero_grad()  # set_to_none (torch's default); Horovod's wrapper takes no arguments
     return stats
 
 

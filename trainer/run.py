@@ -52,6 +52,14 @@ def reseed(seed: int, rank: int, step: int) -> None:
     np.random.seed(int(s) & 0xFFFFFFFF)
 
 
+def step_once(ctx: StepContext, scheduler, micro_batches, seed: int, rank: int, global_step: int) -> torch.Tensor:
+    """What the loop does per optimizer step (bench/bench_trainer.py times exactly this)."""
+    reseed(seed, rank, global_step)
+    stats = train_step(ctx, micro_batches)
+    scheduler.step()
+    return stats
+
+
 def check_plan(plan: Mapping[str, Any], cfg: TrainConfig, world: int, source: str) -> None:
     """The job's planned effective batch must be what this launch produces."""
     planned = plan.get("effective_batch")
@@ -125,6 +133,9 @@ class Run:
         try:  # the optimizer and schedule name any hyperparameter they reject
             optimizer = create_optimizer(cfg.base_op, model, lr=lr, momentum=cfg.momentum, weight_decay=cfg.wd,
                                          epsilon=cfg.epsilon, bn_bias_separately=cfg.bn_bias_separately, **extra)
+            # Wrap first: Horovod builds a new optimizer object (with empty state),
+            # so the schedule and the checkpoint must use the wrapped one.
+            wrapped, optimizer = engine.wrap(model, optimizer, k, cfg.fp16_allreduce)
             scheduler = PolynomialWarmup(optimizer, decay_steps=cfg.epochs * steps_per_epoch,
                                          warmup_steps=cfg.warmup_epochs * steps_per_epoch, end_lr=cfg.end_lr,
                                          power=cfg.lr_power)
@@ -141,7 +152,6 @@ class Run:
             if step_in_epoch >= steps_per_epoch:  # the effective batch changed since the checkpoint
                 epoch, step_in_epoch = epoch + 1, 0
 
-        wrapped, optimizer = engine.wrap(model, optimizer, k, cfg.fp16_allreduce)
         engine.broadcast_state(model, optimizer)
         ctx = StepContext(wrapped, optimizer, engine,
                           torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), device, scaler,
@@ -190,6 +200,7 @@ class Run:
         """Rank 0 picks the newest checkpoint that verifies; every rank loads that same file."""
         index = -1
         if engine.is_main:
+            store.remove_temporaries()
             loaded = store.load_latest()
             if loaded is not None:
                 index = store.candidates().index(loaded.path)
@@ -220,9 +231,8 @@ class Run:
             loaders.set_epoch(epoch, start_batch=step_in_epoch * k)
             batches = iter(loaders.train)
             while step_in_epoch < steps_per_epoch and global_step < total_steps:
-                reseed(cfg.seed, engine.rank, global_step)
-                window += train_step(ctx, [next(batches) for _ in range(k)])
-                scheduler.step()
+                window += step_once(ctx, scheduler, [next(batches) for _ in range(k)], cfg.seed, engine.rank,
+                                    global_step)
                 global_step, step_in_epoch, window_steps = global_step + 1, step_in_epoch + 1, window_steps + 1
                 if global_step % cfg.log_every_steps == 0 or global_step == total_steps:
                     loss_sum, correct, n = engine.allreduce_sum(window).tolist()

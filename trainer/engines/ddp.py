@@ -37,11 +37,11 @@ class DDPEngine(Engine):
     def wrap(self, model, optimizer, batches_per_allreduce, fp16_allreduce):
         if not self.distributed:
             return model, optimizer
-        # broadcast_buffers=False: like Horovod, BatchNorm statistics stay per rank
+        # forward_sync_buffers=False: like Horovod, BatchNorm statistics stay per rank
         # (rank 0's are checkpointed and broadcast before validation), so the only
         # collective per optimizer step is the gradient reduction.
         ddp = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                      broadcast_buffers=False, gradient_as_bucket_view=True)
+                                      forward_sync_buffers=False, gradient_as_bucket_view=True)
         if fp16_allreduce:
             from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
             ddp.register_comm_hook(dist.group.WORLD, default_hooks.fp16_compress_hook)

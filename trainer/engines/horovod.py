@@ -6,6 +6,8 @@ backward passes, optionally compressed to fp16.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import horovod.torch as hvd
 
@@ -25,6 +27,7 @@ class HorovodEngine(Engine):
         self._calls = 0
 
     def wrap(self, model, optimizer, batches_per_allreduce, fp16_allreduce):
+        _rebuildable_from_params(optimizer)
         compression = hvd.Compression.fp16 if fp16_allreduce else hvd.Compression.none
         optimizer = hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
                                              compression=compression, op=hvd.Average,
@@ -69,3 +72,21 @@ class HorovodEngine(Engine):
 
     def shutdown(self):
         hvd.shutdown()
+
+
+def _rebuildable_from_params(optimizer: torch.optim.Optimizer) -> None:
+    """Let Horovod re-run the optimizer's __init__ with the parameter groups alone.
+
+    hvd.DistributedOptimizer subclasses the optimizer's class and calls
+    `__init__(param_groups)`; torch's optimizers have a default lr, Lars and Lamb
+    require it.  Give the class a constructor that fills every required argument
+    from the optimizer's own defaults (each group still carries its own values).
+    """
+    cls = type(optimizer)
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = {name: optimizer.defaults[name] for name in params if name in optimizer.defaults}
+
+    def __init__(self, param_groups):
+        cls.__init__(self, param_groups, **kwargs)
+
+    optimizer.__class__ = type(cls.__name__, (cls,), {"__init__": __init__, "__module__": cls.__module__})
