@@ -119,7 +119,7 @@ def render(spec, job_dir: Path, script_path: Path, *, job_id: str, segment: int 
     seconds = max(1, walltime_seconds(p.walltime) - int(p.signal_margin_seconds))
     before, after = timer_lines(seconds)
     # PBS spools stdout until the job ends; a file in logs/ can be followed while it runs.
-    before = ['exec >> "logs/pbs-${PBS_JOBID}.out" 2>&1', *before]
+    before = ['exec >> "logs/pbs-${PBS_JOBID:-interactive}.out" 2>&1', *before]
     requeue = [
         f'if new_id=$(qsub -W depend=afterany:"$PBS_JOBID" -v LARSCTL_RESTARTS="$next" '
         f'{directive_value(script_path, "script path")}); then',

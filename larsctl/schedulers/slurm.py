@@ -66,7 +66,7 @@ def slurm_state(text: str) -> JobState:
 
 
 def _margin(seconds: int) -> int:
-    return max(1, int(seconds))
+    return min(max(1, int(seconds)), 65535)  # Slurm's --signal accepts at most 65535 s
 
 
 def directives(spec, job_dir: Path, *, job_id: str, segment: int, segments: int) -> list[str]:

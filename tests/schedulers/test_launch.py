@@ -92,10 +92,10 @@ def test_shell_path_expands_home_and_vars_but_nothing_else():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mpi", ["openmpi", "gloo"])
-def test_local_launch_line_starts_two_real_ranks(support, tmp_path, mpi):
-    """The local argv really starts 2 ranks through mpirun / horovodrun."""
-    p = support.local_profile(scheduler="local", mpi=mpi)
+@pytest.mark.parametrize("mpi, engine", [("openmpi", "horovod"), ("gloo", "horovod"), ("gloo", "ddp")])
+def test_local_launch_line_starts_two_real_ranks(support, tmp_path, mpi, engine):
+    """The local argv really starts 2 ranks through mpirun / horovodrun / torchrun."""
+    p = support.local_profile(scheduler="local", mpi=mpi, engine=engine)
     spec = support.make_spec(p)
     d = support.job_dir(tmp_path, "with space")
     launch = build_launch(p, spec.plan, d, scheduler="local", job_id="j1")

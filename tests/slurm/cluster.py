@@ -55,8 +55,7 @@ def _node_hardware() -> tuple[int, int]:
 
 
 def _has_pmix() -> bool:
-    plugins = Path("/usr/lib/x86_64-linux-gnu/slurm-wlm")
-    return any(plugins.glob("mpi_pmix*.so")) if plugins.is_dir() else False
+    return any(Path("/usr/lib").glob("*/slurm-wlm/mpi_pmix*.so"))
 
 
 class TestSlurm:

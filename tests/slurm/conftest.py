@@ -21,6 +21,9 @@ cluster_mod = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cluster_mod)
 
 
+_OWNER_VAR = "LARSCTL_TEST_SLURM_ROOT"  # one test Slurm per pytest process
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A started TestSlurm; SLURM_CONF points the Slurm commands at it for the session."""
@@ -30,6 +33,14 @@ def slurm_cluster():
         if os.environ.get("CI"):
             pytest.fail(f"test Slurm cannot start on CI: {why}")
         pytest.skip(f"test Slurm unavailable: {why}")
+    running = os.environ.get(_OWNER_VAR)
+    if running:
+        # Another conftest (tests/jobs loads this fixture too) started one, or one started
+        # by hand (cluster.py start DIR; export LARSCTL_TEST_SLURM_ROOT=DIR): share it.
+        cluster = cluster_mod.TestSlurm(Path(running))
+        os.environ["SLURM_CONF"] = str(cluster.conf)
+        yield cluster
+        return
     # Not under pytest's 0700 tmp dirs: munged runs as the munge user and must reach its socket.
     root = Path(tempfile.mkdtemp(prefix="larsctl-slurm-"))
     cluster = cluster_mod.TestSlurm(root)
@@ -37,8 +48,10 @@ def slurm_cluster():
     try:
         cluster.start()
         os.environ["SLURM_CONF"] = str(cluster.conf)
+        os.environ[_OWNER_VAR] = str(root)
         yield cluster
     finally:
+        os.environ.pop(_OWNER_VAR, None)
         cluster.stop()
         if old is None:
             os.environ.pop("SLURM_CONF", None)
