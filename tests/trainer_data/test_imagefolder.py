@@ -31,8 +31,10 @@ def assert_same(a, b) -> None:
 def test_batches_are_a_pure_function_of_seed_and_epoch(digits):
     first = build_loaders(config(digits), rank=1, world_size=4)
     again = build_loaders(config(digits), rank=1, world_size=4)
-    torch.manual_seed(123)  # the global RNG plays no part
+    torch.manual_seed(123)  # the global RNG plays no part, and is left untouched
+    before = torch.get_rng_state()
     batches = epoch_batches(first, 3)
+    assert torch.equal(torch.get_rng_state(), before)
     assert_same(batches, epoch_batches(again, 3))
     assert len(batches) == first.steps_per_epoch(1) == 1437 // 4 // 16
     x, y = batches[0]

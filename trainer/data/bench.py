@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 
 from . import DataConfig, DataError, build_loaders
+from .digits import default_root, materialise_digits
 from .transforms import MEAN, STD
 
 
@@ -52,19 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=10, help="batches timed per pass (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timed passes of each (default 3)")
     args = parser.parse_args(argv)
-    cfg = DataConfig(kind="imagefolder", train_dir=args.train_dir, val_dir=args.val_dir, dataset=args.dataset,
-                     image_size=args.image_size, batch_size=args.batch_size, workers=args.workers)
+    train_dir, val_dir = args.train_dir, args.val_dir
     try:
-        ours = build_loaders(cfg)
+        if args.dataset == "digits":
+            paths = materialise_digits(default_root(), args.image_size)
+            train_dir, val_dir = str(paths.train_dir), str(paths.val_dir)
+        ours = build_loaders(DataConfig(kind="imagefolder", train_dir=train_dir, val_dir=val_dir,
+                                        image_size=args.image_size, batch_size=args.batch_size,
+                                        workers=args.workers))
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    train_dir = ours.train.loader.dataset.samples[0][0].rsplit("/", 2)[0]
     stock = stock_loader(train_dir, args.image_size, args.batch_size, args.workers, 0, 1)
     torch.set_num_threads(1)  # the loaders' work is what is measured
     results: dict[str, list[float]] = {"stock torchvision": [], "trainer (resumable)": []}
     for round_ in range(args.rounds + 1):  # round 0 warms up worker processes
-        for epoch, (name, loader) in enumerate([("stock torchvision", stock), ("trainer (resumable)", ours.train)]):
+        for name, loader in [("stock torchvision", stock), ("trainer (resumable)", ours.train)]:
             if name.startswith("trainer"):
                 ours.set_epoch(round_)
             else:
