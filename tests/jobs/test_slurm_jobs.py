@@ -1,0 +1,108 @@
+"""larsctl submit/status/logs/cancel/resume against the real test Slurm, with the real trainer.
+
+The `slurm_cluster` fixture (tests/slurm) starts a single-node Slurm from
+Debian's packages; a user profile in $LARSCTL_CONFIG_DIR points larsctl at it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def slurm_profile(slurm_cluster, larsctl_dirs, jobs, tmp_path):
+    """A factory: a Slurm profile for the test cluster (2 CPU ranks on its one node)."""
+
+    def make(name="testslurm", **fields):
+        jobs.write_profile(larsctl_dirs["config"], name, **{
+            "scheduler": "slurm", "partition": "debug", "cpus_per_node": 4, "mpi": "srun-pmix",
+            "engine": "horovod", "walltime": "00:10:00", "signal_margin": 30,
+            "venv": str(REPO / ".venv"), "workdir": str(tmp_path / "runs"), **fields})
+        return name
+
+    return make
+
+
+def _release_when_requeued(slurm_cluster, sid):
+    def check(row):
+        if row["state"] == "PENDING" and row["restarts"] > 0:
+            slurm_cluster.release_requeued(sid)
+        return row["state"] == "COMPLETED"
+    return check
+
+
+def test_horovod_srun_pmix_job_completes_and_usr2_requeues_once(slurm_cluster, slurm_profile, jobs):
+    if not cluster_has_pmix():
+        pytest.skip("Slurm's PMIx plugin is not installed")
+    cluster = slurm_profile()
+    job_id = jobs.larsctl("submit", "--cluster", cluster, *jobs.SHORT, "--max-steps", "30").stdout.strip()
+    row = jobs.wait_for(job_id, lambda r: r["state"] == "RUNNING" and jobs.step(r) >= 3,
+                        what="RUNNING with progress")
+    assert set(row["seen_states"]) <= {"PENDING", "RUNNING"}
+    (sid,) = row["scheduler_ids"]
+    # What Slurm does at walltime minus the margin (--signal=B:USR2@30): USR2 to the batch shell.
+    slurm_cluster.run("scancel", "--signal=USR2", "--batch", sid)
+    done = jobs.wait_for(job_id, _release_when_requeued(slurm_cluster, sid), timeout=300,
+                         what="COMPLETED after a requeue")
+    assert done["restarts"] == 1
+    assert done["progress"]["step"] == 30 and done["progress"]["val_accuracy"] is not None
+    job_dir = done["job_dir"]
+    assert jobs.events(job_dir, "preempted") and jobs.events(job_dir, "resume")[0]["step"] > 0
+    assert list(Path(job_dir, "checkpoints").glob("*.pt"))
+    logs = jobs.larsctl("logs", job_id).stdout
+    assert "srun --mpi=pmix" in logs and "trainer: step=" in logs
+
+
+def test_ddp_cancel_then_resume_continues_from_the_checkpoint(slurm_cluster, slurm_profile, jobs):
+    cluster = slurm_profile("testslurmddp", engine="ddp", mpi="gloo")
+    job_id = jobs.larsctl("submit", "--cluster", cluster, *jobs.SHORT, "--max-steps", "30",
+                          "--set", "checkpoint_every_steps=3").stdout.strip()
+    row = jobs.wait_for(job_id, lambda r: jobs.step(r) >= 4, what="progress")
+    assert jobs.larsctl("cancel", job_id).stdout.strip().startswith(f"{job_id}: ")
+    jobs.wait_for(job_id, lambda r: r["state"] == "CANCELLED", timeout=60, what="CANCELLED")
+    assert jobs.larsctl("cancel", job_id).stdout.strip() == f"{job_id}: already CANCELLED"
+    jobs.larsctl("resume", job_id)
+    done = jobs.wait_for(job_id, lambda r: r["state"] == "COMPLETED", timeout=300,
+                         what="COMPLETED after resume")
+    assert done["progress"]["step"] == 30 and len(done["scheduler_ids"]) == 2
+    assert jobs.events(row["job_dir"], "resume")[-1]["step"] >= 3
+    assert "torch.distributed.run" in jobs.larsctl("logs", job_id).stdout
+
+
+def test_chain_resumes_in_the_next_segment_after_the_time_limit(slurm_cluster, slurm_profile, jobs):
+    """Walltime 1 min: segment 1 stops near the limit; segment 2 continues from its checkpoint."""
+    cluster = slurm_profile("testslurmshort", engine="ddp", mpi="gloo", walltime="00:01:00",
+                            signal_margin=25)
+    job_id = jobs.larsctl("submit", "--cluster", cluster, *jobs.SHORT, "--max-steps", "400",
+                          "--set", "checkpoint_every_steps=5", "--chain", "2",
+                          "--max-restarts", "0").stdout.strip()
+
+    def resumed_and_training(row):
+        resumes = jobs.events(row["job_dir"], "resume")
+        return bool(resumes) and jobs.step(row) > resumes[0]["step"]
+
+    row = jobs.wait_for(job_id, resumed_and_training, timeout=400, what="training again in segment 2")
+    assert row["state"] == "RUNNING" and len(row["scheduler_ids"]) == 2
+    assert jobs.events(row["job_dir"], "resume")[0]["step"] > 0  # from the stop checkpoint
+    jobs.larsctl("cancel", job_id)
+
+
+def test_sbatch_failure_shows_its_stderr_and_leaves_nothing(slurm_cluster, slurm_profile, jobs, tmp_path):
+    cluster = slurm_profile("badpartition", partition="nosuch")
+    r = jobs.larsctl("submit", "--cluster", cluster, *jobs.SHORT, check=False)
+    assert r.returncode == 1
+    line = r.stderr.strip()
+    assert line.startswith("Error: submitting job.sbatch failed: sbatch failed (exit 1): ")
+    assert "nosuch" in line and "\n" not in line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert json.loads(jobs.larsctl("jobs", "--json").stdout) == []
+
+
+def cluster_has_pmix() -> bool:
+    return any(Path("/usr/lib/x86_64-linux-gnu/slurm-wlm").glob("mpi_pmix*.so"))
