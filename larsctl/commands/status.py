@@ -258,7 +258,9 @@ def watch_jobs(registry: Registry, job_ids: list[str], interval: float = WATCH_I
                     if line != last_line.get(jid):
                         click.echo(line, err=True)
                         last_line[jid] = line
-            if all(_final(r.state) or r.warnings for r in rows):
+            # Done when every job ended, lost its directory or was never submitted (rebuilt
+            # from a `larsctl script` directory): nothing more can change for those.
+            if all(_final(r.state) or r.warnings or not r.record.scheduler_ids for r in rows):
                 return 0 if all(r.state == "COMPLETED" for r in rows) else 1
             time.sleep(interval)
     finally:

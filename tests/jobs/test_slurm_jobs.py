@@ -76,9 +76,9 @@ def test_ddp_cancel_then_resume_continues_from_the_checkpoint(slurm_cluster, slu
 
 
 def test_chain_resumes_in_the_next_segment_after_the_time_limit(slurm_cluster, slurm_profile, jobs):
-    """Walltime 1 min: segment 1 stops near the limit; segment 2 continues from its checkpoint."""
-    cluster = slurm_profile("testslurmshort", engine="ddp", mpi="gloo", walltime="00:01:00",
-                            signal_margin=25)
+    """Walltime 2 min, USR2 1 min before: segment 1 stops there; segment 2 continues from its checkpoint."""
+    cluster = slurm_profile("testslurmshort", engine="ddp", mpi="gloo", walltime="00:02:00",
+                            signal_margin=60)
     job_id = jobs.larsctl("submit", "--cluster", cluster, *jobs.SHORT, "--max-steps", "400",
                           "--set", "checkpoint_every_steps=5", "--chain", "2",
                           "--max-restarts", "0").stdout.strip()
