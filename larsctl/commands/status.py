@@ -175,7 +175,7 @@ def status(job_ids, as_json, watch):
 @click.option("--rebuild", "rebuild_dirs", multiple=True, type=click.Path(path_type=Path),
               metavar="DIR", help="Re-create the record of a job from its job directory (repeatable).")
 def jobs(state, as_json, rebuild_dirs):
-    """List recorded jobs, or rebuild lost records from job directories.
+    """List recorded jobs, or (with --rebuild) re-create lost records from job directories.
 
     \b
     Examples:
@@ -187,7 +187,9 @@ def jobs(state, as_json, rebuild_dirs):
     for directory in rebuild_dirs:
         record = registry.put(record_from_job_dir(directory))
         save_copy(record)
-        click.echo(f"rebuilt {record.id} from {record.job_dir}", err=True)
+        click.echo(f"rebuilt {record.id} from {record.job_dir}")
+    if rebuild_dirs:
+        return
     records = registry.all()
     rows, errors = refresh(registry, records)
     _report(rows, errors)
@@ -243,14 +245,13 @@ def watch_jobs(registry: Registry, job_ids: list[str], interval: float = WATCH_I
                 text = _bar_text(row)
                 if tty:
                     bar = bars.get(jid)
-                    if bar is None:
-                        bar = bars[jid] = tqdm(total=p.total_steps, desc=jid, position=pos, unit="step",
-                                               dynamic_ncols=True, leave=True)
+                    if bar is None:  # starts at the current step, so the rate counts only new steps
+                        bar = bars[jid] = tqdm(total=p.total_steps, initial=p.step or 0, desc=jid,
+                                               position=pos, unit="step", dynamic_ncols=True, leave=True)
                     if p.total_steps and bar.total != p.total_steps:
                         bar.total = p.total_steps
-                    bar.n = p.step or 0
                     bar.set_postfix_str(text, refresh=False)
-                    bar.refresh()
+                    bar.update((p.step or 0) - bar.n)  # negative after a restart from a checkpoint
                 else:
                     where = f"step {p.step}/{p.total_steps}" if p.step is not None else "step -"
                     eta = progress_mod.format_eta(p.eta_seconds)

@@ -145,3 +145,21 @@ def test_atomic_write_past_the_file_size_limit_keeps_the_old_file(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["job.yaml"]  # no temp file left
     atomic_write(target, "new\n")
     assert target.read_text() == "new\n"
+
+
+def test_unreachable_scheduler_keeps_the_last_state_and_exits_1(tmp_path, larsctl_dirs):
+    """A Slurm job whose squeue cannot be run: a warning line, the recorded state, exit 1."""
+    r = run("script", "--cluster", "local", "--recipe", DEMO)
+    job_dir = Path(r.stdout.strip()).parent
+    record = {"id": job_dir.name, "name": "demo", "cluster": "some-slurm", "scheduler": "slurm",
+              "scheduler_ids": ["4242"], "job_dir": str(job_dir), "state": "RUNNING", "restarts": 0,
+              "created": 1.0, "updated": 1.0}
+    (job_dir / "job.json").write_text(json.dumps(record))
+    assert run("jobs", "--rebuild", str(job_dir)).exit_code == 0
+    env = dict(os.environ, PATH=str(tmp_path))  # no squeue
+    p = subprocess.run([sys.executable, "-m", "larsctl", "status", job_dir.name], capture_output=True,
+                       text=True, env=env)
+    assert p.returncode == 1
+    assert p.stderr.strip() == ("Warning: slurm scheduler: squeue: command not found (is this a Slurm "
+                                "login node?); showing the last known state")
+    assert job_dir.name in p.stdout and "RUNNING" in p.stdout

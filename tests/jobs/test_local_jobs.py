@@ -59,6 +59,9 @@ def test_cancel_then_resume_continues_from_the_checkpoint(jobs):
     assert stopped_at >= 3
 
     assert jobs.larsctl("resume", job_id).stdout.strip() == job_id
+    # logs --follow streams until the job ends
+    followed = jobs.larsctl("logs", job_id, "--follow", timeout=300).stdout
+    assert "trainer: resumed from" in followed and "larsctl: launcher exited with 0" in followed
     done = jobs.wait_for(job_id, lambda r: r["state"] == "COMPLETED", what="COMPLETED after resume")
     assert done["progress"]["step"] == 40
     resumes = jobs.events(job_dir, "resume")
