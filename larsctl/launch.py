@@ -90,7 +90,7 @@ def container_prefix(profile) -> list[str]:
     c = profile.container
     if not c:
         return []
-    gpu = ["--nv"] if _v(profile.gpu_type) != "cpu" else []
+    gpu = ["--nv"] if _v(profile.gpu_type) != "cpu" and "--nv" not in c.options else []
     return [_v(c.runtime), "exec", *gpu, *c.options, shell_path(c.image)]
 
 
@@ -121,7 +121,7 @@ def _rdzv_port(job_id: str) -> int:
 
 
 def _mpi_env_names(profile) -> list[str]:
-    return [*PASS_ENV, *sorted(profile.env)]
+    return list(dict.fromkeys([*PASS_ENV, *sorted(profile.env)]))  # once each, in order
 
 
 def _openmpi(n: int, per_node: int, profile, scheduler: str) -> list:

@@ -27,8 +27,9 @@ def make_spec(profile, recipe: str = "jobs/demo.yaml", **overrides):
 
 
 def big_spec(profile):
-    """All the profile's GPUs (multi-node launch lines), one epoch of the 4k recipe."""
-    return resolve_job(profile, REPO / "jobs/resnet50-lars-4k.yaml", gpus=profile.max_gpus, epochs=1)
+    """Two nodes' worth of GPUs (multi-node launch lines), one epoch of the 4k recipe."""
+    gpus = min(profile.max_gpus, 2 * profile.gpus_per_node)
+    return resolve_job(profile, REPO / "jobs/resnet50-lars-4k.yaml", gpus=gpus, epochs=1)
 
 
 def shellcheck(text: str) -> str:

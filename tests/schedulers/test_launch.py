@@ -108,3 +108,10 @@ def test_local_launch_line_starts_two_real_ranks(support, tmp_path, mpi, engine)
     notes = support.rank_notes(d)
     assert sorted(notes) == ["rank0", "rank1"]
     assert all(lines[-1] == "done" for lines in notes.values())
+
+
+def test_profile_env_and_container_options_are_not_repeated(support):
+    from larsctl.profiles import Container
+    box = Container(runtime="singularity", image="/i.sif", options=["--nv"])
+    launch, _ = _line(support, "openmpi", env={"NCCL_DEBUG": "INFO"}, container=box, gpu_type="V100-16GB")
+    assert launch.line.count("-x NCCL_DEBUG") == 1 and launch.line.count("--nv") == 1

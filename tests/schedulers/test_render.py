@@ -24,11 +24,22 @@ def _request(support, profile, job_dir="/scratch/runs/20260101-000000-demo", **k
     return get_scheduler(str(profile.scheduler)).dryrun(spec, Path(job_dir), job_id=support.JOB_ID, **kw)
 
 
-@pytest.mark.parametrize("name", FIXTURES)
-def test_script_matches_golden_file(support, name):
-    profile = support.load_profile(support.PROFILES / f"{name}.yaml")
+# The shipped example profiles (clusters/) and the fixtures covering the other flavours.
+GOLDEN_CASES = [*(f"fixture:{n}" for n in FIXTURES),
+                *(f"shipped:{p.stem}" for p in SHIPPED if "scheduler: local" not in p.read_text())]
+
+
+def _load(support, case: str):
+    kind, name = case.split(":")
+    return support.load_profile(support.PROFILES / f"{name}.yaml" if kind == "fixture" else name)
+
+
+@pytest.mark.parametrize("case", GOLDEN_CASES)
+def test_script_matches_golden_file(support, case):
+    profile = _load(support, case)
     request = _request(support, profile, max_restarts=2)
-    golden = support.GOLDEN / f"{name}.{'sbatch' if profile.scheduler == 'slurm' else 'pbs'}"
+    stem = case.split(":")[1] if case.startswith("fixture:") else case.replace(":", "-")
+    golden = support.GOLDEN / f"{stem}.{'sbatch' if profile.scheduler == 'slurm' else 'pbs'}"
     if os.environ.get("LARSCTL_UPDATE_GOLDEN"):
         golden.write_text(request.script)
     assert request.script == golden.read_text(), f"{golden} differs (LARSCTL_UPDATE_GOLDEN=1 regenerates)"
@@ -59,7 +70,7 @@ def test_sbatch_directives_sorted_and_complete(support):
     names = [re.match(r"#SBATCH --([\w-]+)", d).group(1) for d in directives]
     assert names == sorted(names)
     text = "\n".join(directives)
-    for expected in ("--nodes=4", "--ntasks-per-node=8", "--gres=gpu:8", "--cpus-per-task=5",
+    for expected in ("--nodes=2", "--ntasks-per-node=8", "--gres=gpu:8", "--cpus-per-task=5",
                      "--partition=gpu", "--account=proj-lars", "--time=12:00:00", "--signal=B:USR2@300",
                      "--requeue", "--open-mode=append",
                      "--output=/scratch/runs/20260101-000000-demo/logs/slurm-%j.out"):
@@ -79,7 +90,7 @@ def test_gpus_per_node_directive_and_no_gpu_lines_for_cpu(support):
 def test_pbs_directives(support):
     profile = support.load_profile(support.PROFILES / "pbs-a100-mpich.yaml")
     script = _request(support, profile).script
-    for expected in ("#PBS -N resnet50-lars-4k", "#PBS -l select=4:ncpus=64:ngpus=4:mpiprocs=4", "#PBS -l walltime=06:00:00",
+    for expected in ("#PBS -N resnet50-lars-4k", "#PBS -l select=2:ncpus=64:ngpus=4:mpiprocs=4", "#PBS -l walltime=06:00:00",
                      "#PBS -q workq", "#PBS -P P12345", "#PBS -j oe", "#PBS -r y"):
         assert expected in script
     assert "larsctl_timer 21300 &" in script  # 6 h minus the 300 s margin
