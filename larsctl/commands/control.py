@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from larsctl.commands.submit import DEFAULT_MAX_RESTARTS
 from larsctl.errors import Failure, UserError
 from larsctl.registry import JobRecord, Registry, save_copy
 
@@ -72,7 +73,7 @@ def cancel(job_ids):
 
 @click.command()
 @click.argument("job_id", metavar="JOB")
-@click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--max-restarts", type=click.IntRange(min=0), default=DEFAULT_MAX_RESTARTS, show_default=True,
               help="Requeues allowed after a preemption (exit code 75).")
 @click.option("--chain", type=click.IntRange(min=1), default=1, show_default=True,
               help="Segments to submit, chained with afterany dependencies.")
