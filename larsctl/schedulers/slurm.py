@@ -169,10 +169,13 @@ class SlurmScheduler(Scheduler):
             return {}
         found = parse_squeue(self._squeue(ids))
         missing = [i for i in ids if i not in found]
+        why = "not known to squeue or sacct"
         if missing:
-            found.update(parse_sacct(self._sacct(missing)))
-        return {i: found.get(i, JobInfo(i, JobState.UNKNOWN, reason="not known to squeue or sacct"))
-                for i in ids}
+            try:
+                found.update(parse_sacct(self._sacct(missing)))
+            except SchedulerError as e:  # no accounting at all: say so per job, keep the rest
+                why = str(e)
+        return {i: found.get(i, JobInfo(i, JobState.UNKNOWN, reason=why)) for i in ids}
 
     def _squeue(self, ids: list[str]) -> str:
         r = self._run(["squeue", "--noheader", "--states=all", "--jobs", ",".join(ids),

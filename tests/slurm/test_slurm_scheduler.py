@@ -155,3 +155,21 @@ def test_srun_pmix_two_ranks_form_one_horovod_world(slurm_cluster, tmp_path):
     assert r.returncode == 0, r.stderr
     lines = sorted(line for line in r.stdout.splitlines() if line.startswith("rank"))
     assert lines == ["rank 0 size 2 sum 3.0", "rank 1 size 2 sum 3.0"]
+
+
+def test_unresponsive_controller_is_a_bounded_error(slurm_cluster):
+    """A stopped (not dead) slurmctld: squeue would hang until its own MessageTimeout."""
+    import os
+    import signal
+
+    from larsctl.schedulers.slurm import SlurmScheduler
+
+    pid = int((slurm_cluster.root / "slurmctld.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(SchedulerError, match="squeue did not answer within 2s"):
+            SlurmScheduler(timeout=2).describe(["1"])
+        assert time.monotonic() - start < 10
+    finally:
+        os.kill(pid, signal.SIGCONT)
