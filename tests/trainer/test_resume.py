@@ -94,6 +94,8 @@ def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_pat
     assert f"checkpoint {newest} SHA-256 does not match" in text
     assert events(out, "resume")[0]["step"] == 2
     assert checkpoint_state(out, 5)["global_step"] == 5
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert kept == [f"checkpoint-0000000{s}.pt{ext}" for s in (3, 4, 5) for ext in ("", ".sha256")]  # keep 3
 
 
 def test_checkpoint_of_another_model_is_bad_input(tmp_path):
