@@ -46,7 +46,7 @@ class Shell(str):
     """A word the batch shell expands at run time (already quoted)."""
 
 
-def _v(x) -> str:
+def value_of(x) -> str:
     return str(getattr(x, "value", x))  # profile enums or plain strings
 
 
@@ -90,8 +90,8 @@ def container_prefix(profile) -> list[str]:
     c = profile.container
     if not c:
         return []
-    gpu = ["--nv"] if _v(profile.gpu_type) != "cpu" and "--nv" not in c.options else []
-    return [_v(c.runtime), "exec", *gpu, *c.options, shell_path(c.image)]
+    gpu = ["--nv"] if value_of(profile.gpu_type) != "cpu" and "--nv" not in c.options else []
+    return [value_of(c.runtime), "exec", *gpu, *c.options, shell_path(c.image)]
 
 
 def _hosts_command(scheduler: str) -> str:
@@ -131,16 +131,16 @@ def _openmpi(n: int, per_node: int, profile, scheduler: str) -> list:
     words += ["-mca", "pml", "ob1", "-mca", "btl", "^openib"]
     if scheduler == "pbs":
         words += ["-hostfile", Shell('"$PBS_NODEFILE"')]
-    if _v(profile.gpu_type) == "cpu":
+    if value_of(profile.gpu_type) == "cpu":
         words.append("--oversubscribe")  # CPU worker processes may outnumber cores
     return words
 
 
 def _hydra(n: int, per_node: int, profile, scheduler: str) -> list:
     words = ["mpiexec", "-n", n, "-ppn", per_node, "-genvlist", ",".join(_mpi_env_names(profile))]
-    if _v(profile.mpi) == "mvapich2":
+    if value_of(profile.mpi) == "mvapich2":
         words += ["-genv", "MV2_ENABLE_AFFINITY", "0"]
-        if _v(profile.gpu_type) != "cpu":
+        if value_of(profile.gpu_type) != "cpu":
             words += ["-genv", "MV2_USE_CUDA", "1"]
     if scheduler == "pbs":
         words += ["-f", Shell('"$PBS_NODEFILE"')]
@@ -154,8 +154,8 @@ def _srun(n: int, per_node: int, nodes: int) -> list:
 
 def build_launch(profile, plan, job_dir, *, scheduler: str | None = None, job_id: str = "job") -> Launch:
     """The launch line for ``plan`` on ``profile``; ``scheduler`` defaults to the profile's."""
-    scheduler = scheduler or _v(profile.scheduler)
-    mpi, engine = _v(profile.mpi), _v(profile.engine)
+    scheduler = scheduler or value_of(profile.scheduler)
+    mpi, engine = value_of(profile.mpi), value_of(profile.engine)
     n, per_node, nodes = plan.gpus, plan.gpus_per_node, plan.nodes
     trainer = trainer_command(profile, job_dir)
     box = container_prefix(profile)
@@ -192,7 +192,7 @@ def _torchrun(profile, plan, trainer, box, scheduler, job_id) -> Launch:
                 f"--nproc-per-node={plan.gpus_per_node}", *rdzv, *module_args]
     if plan.nodes == 1:
         return Launch(tuple(torchrun), setup)
-    mpi = _v(profile.mpi)
+    mpi = value_of(profile.mpi)
     if scheduler == "slurm":
         per_node = ["srun", f"--nodes={plan.nodes}", f"--ntasks={plan.nodes}", "--ntasks-per-node=1",
                     "--cpu-bind=none", "--kill-on-bad-exit=1"]

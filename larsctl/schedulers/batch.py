@@ -18,6 +18,7 @@ the scheduler decides.  Otherwise the launcher's exit code is the job's.
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -153,3 +154,15 @@ def restart_record(scheduler_id_expr: str, extra: str = "") -> str:
     words = (f'time=$(date -u +%Y-%m-%dT%H:%M:%SZ) scheduler_id={scheduler_id_expr} '
              f'restart=$next rc=$rc signal=${{larsctl_signalled:-none}}{extra}')
     return f'echo "{words}" >> {RESTARTS_FILE}'
+
+
+def write_script(path: Path, text: str) -> None:
+    """Write an executable script atomically (temp file in the same dir, fsync, rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)

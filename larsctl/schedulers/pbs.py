@@ -25,11 +25,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from larsctl.launch import _v, build_launch
+from larsctl.launch import build_launch, value_of
 from larsctl.profiles import walltime_seconds
 from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError
-from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record
-from larsctl.schedulers.slurm import _write_atomic
+from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record, write_script
 
 # PBS job_state letters -> larsctl's.  F (PBS Pro) and C (Torque) are refined by the exit status.
 PBS_STATES: dict[str, JobState] = {
@@ -75,7 +74,7 @@ def directives(spec, job_dir: Path, *, segment: int, segments: int) -> list[str]
     p, plan = spec.profile, spec.plan
     cpus = max(1, p.cpus_per_node)
     select = f"select={plan.nodes}:ncpus={cpus}"
-    if _v(p.gpu_type) != "cpu":
+    if value_of(p.gpu_type) != "cpu":
         select += f":ngpus={plan.gpus_per_node}"
     select += f":mpiprocs={plan.gpus_per_node}"
     name = spec.name if segments == 1 else f"{spec.name}.{segment + 1}of{segments}"
@@ -160,7 +159,7 @@ class PbsScheduler(Scheduler):
 
     def schedule(self, request: BatchRequest, *, after: str | None = None,
                  after_kind: str = "afterany") -> str:
-        _write_atomic(request.script_path, request.script)
+        write_script(request.script_path, request.script)
         argv = list(request.submit_argv)
         if after:
             argv += ["-W", f"depend={after_kind}:{after}"]

@@ -19,16 +19,15 @@ of the previous chain segment is known only then.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from larsctl.launch import _v, build_launch
+from larsctl.launch import build_launch, value_of
 from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError
-from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record
+from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record, write_script
 
 # Slurm's job states (squeue %T / sacct State, first word) -> larsctl's.
 SLURM_STATES: dict[str, JobState] = {
@@ -88,8 +87,8 @@ def directives(spec, job_dir: Path, *, job_id: str, segment: int, segments: int)
         "error": str(logs / "slurm-%j.err").replace("%", "%%").replace("%%j", "%j"),
         "chdir": str(job_dir),
     }
-    if _v(p.gpu_type) != "cpu":
-        if _v(p.gpu_directive) == "gpus-per-node":
+    if value_of(p.gpu_type) != "cpu":
+        if value_of(p.gpu_directive) == "gpus-per-node":
             opts["gpus-per-node"] = plan.gpus_per_node
         else:
             opts["gres"] = f"gpu:{plan.gpus_per_node}"
@@ -150,7 +149,7 @@ class SlurmScheduler(Scheduler):
 
     def schedule(self, request: BatchRequest, *, after: str | None = None,
                  after_kind: str = "afterany") -> str:
-        _write_atomic(request.script_path, request.script)
+        write_script(request.script_path, request.script)
         argv = list(request.submit_argv)
         if after:
             argv += [f"--dependency={after_kind}:{after}", "--kill-on-invalid-dep=yes"]
@@ -230,14 +229,3 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
 
 def _reason(text: str) -> str:
     return "" if text.strip() in ("", "None") else text.strip()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)

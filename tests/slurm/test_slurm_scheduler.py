@@ -1,7 +1,6 @@
 """SlurmScheduler against the real test Slurm: submit, states, cancel, requeue, chains, PMIx."""
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 
