@@ -3,7 +3,9 @@
 The tensors have the shapes of torchvision's ResNet-50 parameters (161 tensors,
 25.6M values; no weights are downloaded), fp32 on CPU, with fixed random
 gradients.  The optimizers run round-robin, one step each per round, so that
-noise from other processes hits them alike; the figure is the median step time.
+noise from other processes hits them alike; the figures are medians.  Besides
+wall-clock time the process CPU time per step is printed: on a machine shared
+with other jobs it is the steadier figure (with --threads 1 it is the work done).
 
     .venv/bin/python bench/bench_optim.py [--threads N] [--rounds 30]
 
@@ -102,31 +104,35 @@ def main() -> None:
                                                       foreach=True).step
     candidates["reference loop (.item())"] = ReferenceLoop(resnet50_tensors(0), eeta=EETA, **common).step
 
-    times: dict[str, list[float]] = {name: [] for name in candidates}
+    wall: dict[str, list[float]] = {name: [] for name in candidates}
+    cpu: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(args.warmup):
         for step in candidates.values():
             step()
     for _ in range(args.rounds):
         for name, step in candidates.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             step()
-            times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start)
 
-    median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     n_values = sum(p.numel() for p in torchvision.models.resnet50(weights=None).parameters())
     print(f"machine: {machine()}")
     print(f"ResNet-50 shapes: 161 tensors, {n_values / 1e6:.1f}M fp32 values; lr={LR} momentum={MOMENTUM} "
           f"weight_decay={WEIGHT_DECAY} eeta={EETA}; median of {args.rounds} steps after {args.warmup} warm-up")
-    for name, ms in median.items():
-        spread = statistics.quantiles(times[name], n=4)
-        print(f"  {name:28s} {ms:8.2f} ms/step   (quartiles {spread[0] * 1e3:.2f}..{spread[2] * 1e3:.2f})")
-    sgd = median["SGD foreach, same wd"]
-    loop = median["reference loop (.item())"]
-    for mode in ("nus", "tf"):
-        lars = median[f"Lars {mode} (foreach)"]
-        print(f"LARS {mode}/SGD (same wd) = {lars / sgd:.2f}  (target <= 1.3)   "
-              f"LARS {mode}/SGD (wd=0) = {lars / median['SGD foreach, wd=0']:.2f}   "
-              f"loop/LARS {mode} = {loop / lars:.2f}  (target >= 1.0)")
+    print(f"  {'':28s} {'wall ms/step':>12s} {'(quartiles)':>17s} {'CPU ms/step':>12s}")
+    for name in candidates:
+        q = statistics.quantiles(wall[name], n=4)
+        print(f"  {name:28s} {q[1] * 1e3:12.2f} {f'({q[0] * 1e3:.1f}..{q[2] * 1e3:.1f})':>17s} "
+              f"{statistics.median(cpu[name]) * 1e3:12.2f}")
+    for label, times in (("wall", wall), ("CPU", cpu)):
+        median = {name: statistics.median(t) for name, t in times.items()}
+        sgd, sgd0 = median["SGD foreach, same wd"], median["SGD foreach, wd=0"]
+        loop = median["reference loop (.item())"]
+        for mode in ("nus", "tf"):
+            lars = median[f"Lars {mode} (foreach)"]
+            print(f"{label:4s} LARS {mode}/SGD = {lars / sgd:.2f} (target <= 1.3; SGD with the same wd), "
+                  f"vs SGD wd=0 {lars / sgd0:.2f}; loop/LARS {mode} = {loop / lars:.2f} (target >= 1.0)")
 
 
 if __name__ == "__main__":

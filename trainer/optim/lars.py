@@ -38,8 +38,8 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
-from ._common import (CheckedOptimizer, check_dense, check_flag, check_hyperparameter, foreach_norms, norm,
-                      trust_ratio, use_foreach)
+from ._common import (CheckedOptimizer, check_dense, check_flag, check_hyperparameter, compute_dtype,
+                      foreach_norms, norm, trust_ratio, use_foreach)
 
 __all__ = ["Lars", "lars", "MODES"]
 
@@ -139,83 +139,106 @@ def _single_tensor_lars(params: list[Tensor], grads: list[Tensor],
     nus = mode == "nus"
     for i, p in enumerate(params):
         grad = grads[i]
-        step_size: float | Tensor = lr
+        step: float | Tensor = lr  # lr*trust
         if adapt:
-            ratio = trust_ratio(norm(p), norm(grad), coeff=eeta, weight_decay=weight_decay,
-                                epsilon=epsilon, max_ratio=NUS_MAX_TRUST if nus else None)
-            step_size = ratio * lr
-        # d is a new tensor whenever it will be written to: p.grad is never modified.
-        d = grad.add(p, alpha=weight_decay) if weight_decay != 0 else grad
+            step = trust_ratio(norm(p), norm(grad), coeff=eeta, weight_decay=weight_decay, epsilon=epsilon,
+                               max_ratio=NUS_MAX_TRUST if nus else None) * lr
         if nus:
-            d = d.clamp_(-NUS_GRAD_CLIP, NUS_GRAD_CLIP) if d is not grad else d.clamp(-NUS_GRAD_CLIP, NUS_GRAD_CLIP)
-            if momentum != 0:
-                buf = momentum_buffers[i]
-                # buf = momentum*buf + d, computed into d, which then becomes the buffer.
-                d = d if buf is None else d.add_(buf, alpha=momentum)
-                momentum_buffers[i] = d
-            if isinstance(step_size, Tensor):
-                p.addcmul_(d, step_size, value=-1)
+            # d is a new tensor: p.grad is never written to.
+            if weight_decay != 0:
+                d = grad.add(p, alpha=weight_decay).clamp_(-NUS_GRAD_CLIP, NUS_GRAD_CLIP)
             else:
-                p.add_(d, alpha=-step_size)
-        else:
-            update = d.mul(step_size)
+                d = grad.clamp(-NUS_GRAD_CLIP, NUS_GRAD_CLIP)
             if momentum != 0:
                 buf = momentum_buffers[i]
-                update = update if buf is None else update.add_(buf, alpha=momentum)
-                momentum_buffers[i] = update
-            p.sub_(update)
+                if buf is not None:
+                    d.add_(buf, alpha=momentum)  # d = momentum*buf + d becomes the buffer
+                momentum_buffers[i] = d
+            _add_scaled_(p, d, step, -1)
+        elif momentum != 0:
+            # v = momentum*v + step*g + step*wd*w, all in place on v (which starts at 0).
+            buf = momentum_buffers[i]
+            buf = torch.zeros_like(p) if buf is None else buf
+            buf.mul_(momentum)
+            _add_scaled_(buf, grad, step, 1)
+            if weight_decay != 0:
+                _add_scaled_(buf, p, step * weight_decay, 1)
+            momentum_buffers[i] = buf
+            p.sub_(buf)
+        else:
+            # w = w*(1 - step*wd) - step*g: in place, no temporary.
+            if weight_decay != 0:
+                p.mul_(1 - step * weight_decay)
+            _add_scaled_(p, grad, step, -1)
+
+
+def _add_scaled_(target: Tensor, source: Tensor, scale: float | Tensor, sign: int) -> None:
+    """target += sign*scale*source, scale a float or a 0-dim tensor (no host sync)."""
+    if isinstance(scale, Tensor):
+        target.addcmul_(source, scale, value=sign)
+    else:
+        target.add_(source, alpha=sign * scale)
 
 
 def _multi_tensor_lars(params: list[Tensor], grads: list[Tensor],
                        momentum_buffers: list[Tensor | None], *, lr: float | Tensor, momentum: float,
                        eeta: float, weight_decay: float, epsilon: float, mode: str,
                        adapt: bool) -> None:
+    """The same arithmetic as _single_tensor_lars, one foreach call per stage."""
     nus = mode == "nus"
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, momentum_buffers], with_indices=True)  # type: ignore[list-item]
-    for (device_params_, device_grads_, device_bufs_), indices in grouped.values():
+    for (device, dtype), ((device_params_, device_grads_, device_bufs_), indices) in grouped.items():
         device_params = cast(list[Tensor], device_params_)
         device_grads = cast(list[Tensor], device_grads_)
         device_bufs = cast(list[Tensor | None], device_bufs_)
 
-        step_sizes: list[Tensor] | None = None
+        # Per-parameter step sizes lr*trust as one vector (a few vector ops for
+        # all params), used through 0-dim views of it.
+        steps: Tensor | None = None
         if adapt:
-            ratios = trust_ratio(foreach_norms(device_params), foreach_norms(device_grads),
-                                 coeff=eeta, weight_decay=weight_decay, epsilon=epsilon,
-                                 max_ratio=NUS_MAX_TRUST if nus else None)
-            # One vector op, then 0-dim views: no per-parameter Python arithmetic.
-            step_sizes = list((ratios * lr).unbind(0))
+            steps = trust_ratio(foreach_norms(device_params), foreach_norms(device_grads), coeff=eeta,
+                                weight_decay=weight_decay, epsilon=epsilon,
+                                max_ratio=NUS_MAX_TRUST if nus else None) * lr
+        elif isinstance(lr, Tensor):
+            steps = torch.ones(len(device_params), device=device, dtype=compute_dtype(dtype)) * lr
+        step = lr if steps is None else list(steps.unbind(0))
 
-        if weight_decay != 0:
-            d = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
-        else:
-            d = device_grads
         if nus:
-            d = _clamp(d, copy=d is device_grads)
+            if weight_decay != 0:
+                d = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
+                _clamp_(d)
+            else:
+                d = _clamp_(device_grads, copy=True)
             if momentum != 0:
                 _momentum_into(d, device_bufs, momentum)
-            if step_sizes is not None:
-                torch._foreach_addcmul_(device_params, d, step_sizes, value=-1)
-            elif isinstance(lr, Tensor):
-                torch._foreach_sub_(device_params, torch._foreach_mul(d, lr))
-            else:
-                torch._foreach_add_(device_params, d, alpha=-lr)
+                new_bufs = d
+            _foreach_add_scaled_(device_params, d, step, -1)
+        elif momentum != 0:
+            new_bufs = [torch.zeros_like(p) if b is None else b for p, b in zip(device_params, device_bufs)]
+            torch._foreach_mul_(new_bufs, momentum)
+            _foreach_add_scaled_(new_bufs, device_grads, step, 1)
+            if weight_decay != 0:
+                decay = lr * weight_decay if steps is None else list((steps * weight_decay).unbind(0))
+                _foreach_add_scaled_(new_bufs, device_params, decay, 1)
+            torch._foreach_sub_(device_params, new_bufs)
         else:
-            scale = step_sizes if step_sizes is not None else lr
-            if d is device_grads:
-                update = torch._foreach_mul(d, scale)
-            else:
-                torch._foreach_mul_(d, scale)
-                update = d
-            if momentum != 0:
-                _momentum_into(update, device_bufs, momentum)
-            torch._foreach_sub_(device_params, update)
+            if weight_decay != 0:
+                shrink = 1 - lr * weight_decay if steps is None else list((1 - steps * weight_decay).unbind(0))
+                torch._foreach_mul_(device_params, shrink)
+            _foreach_add_scaled_(device_params, device_grads, step, -1)
 
         if momentum != 0:
-            # _momentum_into replaced the buffers by the fresh tensors d/update.
-            new_bufs = d if nus else update
             for j, index in enumerate(indices):
                 momentum_buffers[index] = new_bufs[j]
+
+
+def _foreach_add_scaled_(targets: list[Tensor], sources: list[Tensor], scale: float | list[Tensor],
+                         sign: int) -> None:
+    if isinstance(scale, list):
+        torch._foreach_addcmul_(targets, sources, scale, value=sign)
+    else:
+        torch._foreach_add_(targets, sources, alpha=sign * scale)
 
 
 def _momentum_into(fresh: list[Tensor], bufs: list[Tensor | None], momentum: float) -> None:
@@ -230,8 +253,8 @@ def _momentum_into(fresh: list[Tensor], bufs: list[Tensor | None], momentum: flo
                             alpha=momentum)
 
 
-def _clamp(tensors: list[Tensor], *, copy: bool) -> list[Tensor]:
-    """Clamp to [-NUS_GRAD_CLIP, NUS_GRAD_CLIP], into new tensors when `copy`.
+def _clamp_(tensors: list[Tensor], *, copy: bool = False) -> list[Tensor]:
+    """Clamp to [-NUS_GRAD_CLIP, NUS_GRAD_CLIP] in place, or into new tensors when `copy`.
 
     There is no fused foreach clamp.  On CPU the foreach kernels are a loop over
     the tensors anyway, so one clamp per tensor (min and max in one pass) beats
@@ -243,8 +266,9 @@ def _clamp(tensors: list[Tensor], *, copy: bool) -> list[Tensor]:
         for t in tensors:
             t.clamp_(-NUS_GRAD_CLIP, NUS_GRAD_CLIP)
         return tensors
-    out = torch._foreach_clamp_min(tensors, -NUS_GRAD_CLIP) if copy else tensors
-    if not copy:
-        torch._foreach_clamp_min_(out, -NUS_GRAD_CLIP)
-    torch._foreach_clamp_max_(out, NUS_GRAD_CLIP)
-    return out
+    if copy:
+        tensors = torch._foreach_clamp_min(tensors, -NUS_GRAD_CLIP)
+    else:
+        torch._foreach_clamp_min_(tensors, -NUS_GRAD_CLIP)
+    torch._foreach_clamp_max_(tensors, NUS_GRAD_CLIP)
+    return tensors
