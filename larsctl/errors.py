@@ -23,3 +23,8 @@ class Failure(click.ClickException):
     """Something outside the user's input failed (a scheduler, the disk)."""
 
     exit_code = FAILURE
+
+
+def one_line(text: object) -> str:
+    """A multi-line message (a tool's stderr) joined into one line with "; "."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())

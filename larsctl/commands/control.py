@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from larsctl.commands.submit import DEFAULT_MAX_RESTARTS
-from larsctl.errors import Failure, UserError
+from larsctl.errors import Failure, UserError, one_line
 from larsctl.registry import JobRecord, Registry, save_copy
 
 
@@ -63,7 +63,7 @@ def cancel(job_ids):
             try:
                 scheduler.cancel(sid)
             except SchedulerError as exc:
-                raise Failure(f"cancelling {rec.id} (scheduler id {sid}) failed: {exc}") from None
+                raise Failure(f"cancelling {rec.id} (scheduler id {sid}) failed: {one_line(exc)}") from None
         rec = refresh(registry, [registry.get(rec.id)])[0][0].record
         if rec.state not in ("CANCELLED", "COMPLETED", "FAILED", "TIMEOUT"):
             rec = registry.update(rec.id, state="CANCELLED")

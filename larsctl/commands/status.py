@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from larsctl import progress as progress_mod
-from larsctl.errors import Failure
+from larsctl.errors import Failure, one_line
 from larsctl.registry import JobRecord, Registry, record_from_job_dir, save_copy
 from larsctl.schedulers.base import JobInfo, JobState
 
@@ -73,7 +73,7 @@ def refresh(registry: Registry, records: list[JobRecord]) -> tuple[list[JobRow],
         try:
             infos.update(get_scheduler(name).describe(ids))
         except (SchedulerError, ValueError, FileNotFoundError) as exc:
-            errors.append(f"{name} scheduler: {exc}")
+            errors.append(f"{name} scheduler: {one_line(exc)}")
     rows = []
     for rec in records:
         row = JobRow(rec, progress_mod.Progress())

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from larsctl import jobdir
-from larsctl.errors import Failure, UserError
+from larsctl.errors import Failure, UserError, one_line
 from larsctl.registry import JobRecord, Registry, new_job_id, save_copy
 
 DEFAULT_MAX_RESTARTS = 3
@@ -133,7 +133,7 @@ def render(scheduler, spec, paths, job_id, first_segment, segments, max_restarts
                                  segments=first_segment + segments, max_restarts=max_restarts)
                 for i in range(segments)]
     except (SchedulerError, ValueError) as exc:
-        raise UserError(f"cannot render the batch script: {exc}") from None
+        raise UserError(f"cannot render the batch script: {one_line(exc)}") from None
 
 
 def schedule_segments(scheduler, requests, after: str | None = None) -> list[str]:
@@ -149,7 +149,7 @@ def schedule_segments(scheduler, requests, after: str | None = None) -> list[str
         try:
             sid = scheduler.schedule(request, after=after, after_kind="afterany")
         except SchedulerError as exc:
-            raise _PartialSubmit(ids, f"submitting {request.script_path.name} failed: {exc}") from None
+            raise _PartialSubmit(ids, f"submitting {request.script_path.name} failed: {one_line(exc)}") from None
         except FileNotFoundError as exc:
             raise _PartialSubmit(ids, f"submitting {request.script_path.name} failed: "
                                       f"{exc.filename or exc}: command not found") from None

@@ -99,7 +99,7 @@ def test_sbatch_failure_shows_its_stderr_and_leaves_nothing(slurm_cluster, slurm
     assert r.returncode == 1
     line = r.stderr.strip()
     assert line.startswith("Error: submitting job.sbatch failed: sbatch failed (exit 1): ")
-    assert "nosuch" in line and "\n" not in line
+    assert "invalid partition specified: nosuch; " in line and "\n" not in line
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     assert json.loads(jobs.larsctl("jobs", "--json").stdout) == []
 
