@@ -7,7 +7,8 @@ side is trainer.run.step_once (per-step reseed, train_step with its statistics
 and engine hooks, LR schedule step) plus the preemption-flag check the loop makes
 after every step (a no-op allreduce in one process).  Process start-up and data
 loading are excluded from both.  Blocks alternate (hand, trainer, hand, ...) so
-that load from other processes hits both sides alike; medians are reported.
+that load from other processes hits both sides alike; the ratio of the medians and
+the ratio of the fastest blocks (the least disturbed) are printed.
 
     .venv/bin/python bench/bench_trainer.py                 # resnet18, 64 px, batch 32, CPU
     .venv/bin/python bench/bench_trainer.py --model resnet50 --image-size 224 --batch-size 64  # on a GPU
@@ -95,11 +96,13 @@ def main() -> None:
         hand.append(block(hand_step))
         ours.append(block(trainer_step))
     h, o = statistics.median(hand), statistics.median(ours)
+    # The fastest block of each side is the least disturbed by other processes.
+    hb, ob = max(hand), max(ours)
     print(f"device {device}, model {args.model}, image {args.image_size}, batch {args.batch_size}, Lars, "
           f"{args.blocks} blocks x {args.steps} steps per side, torch threads {torch.get_num_threads()}")
     print(f"hand-written loop: {h:8.1f} images/s (blocks: {', '.join(f'{x:.1f}' for x in hand)})")
     print(f"trainer step:      {o:8.1f} images/s (blocks: {', '.join(f'{x:.1f}' for x in ours)})")
-    print(f"ratio trainer/hand: {o / h:.3f} (target >= 0.95)")
+    print(f"ratio trainer/hand: {o / h:.3f} median, {ob / hb:.3f} best block (target >= 0.95)")
 
 
 if __name__ == "__main__":

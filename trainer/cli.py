@@ -41,8 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(opt.flag, dest=opt.name, action="store_true", help=opt.help)
         else:
             parser.add_argument(opt.flag, dest=opt.name, type=opt.type, choices=opt.choices,
-                                metavar=None if opt.choices else opt.name.upper(), help=opt.help + default)
+                                metavar=None if opt.choices else _metavar(opt), help=opt.help + default)
     return parser
+
+
+def _metavar(opt) -> str:
+    if opt.name.endswith("_dir"):
+        return "DIR"
+    return {int: "N", float: "X"}.get(opt.type, opt.name.split("_")[-1].upper())
 
 
 def load_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
