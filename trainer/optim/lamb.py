@@ -22,7 +22,7 @@ from typing import cast
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import Optimizer, ParamsT, required
 
 from ._common import (CheckedOptimizer, check_dense, check_flag, check_hyperparameter, foreach_norms, norm,
                       trust_ratio, use_foreach)
@@ -32,7 +32,8 @@ __all__ = ["Lamb", "lamb"]
 
 def check_lamb_group(group: dict) -> None:
     """ValueError naming the first bad hyperparameter of a param group."""
-    check_hyperparameter("Lamb", "lr", group["lr"], low=0.0)
+    if group["lr"] is not required:  # see the class docstring
+        check_hyperparameter("Lamb", "lr", group["lr"], low=0.0)
     betas = group["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"Lamb: invalid betas={betas!r}: expected a pair (beta1, beta2)")
@@ -50,7 +51,9 @@ class Lamb(CheckedOptimizer):
     Args:
         params: parameters or dicts defining parameter groups; a group may set
             ``lars=False`` to skip the trust ratio.
-        lr: learning rate.
+        lr: learning rate; may be left out when every param group sets its
+            own (Horovod's DistributedOptimizer rebuilds the optimizer as
+            cls(param_groups), without the other arguments).
         betas: decay rates of the first and second moments (default (0.9, 0.999)).
         eps: added to the second-moment root (default 1e-6, must be > 0).
         weight_decay: decoupled weight decay inside the update (default 0).
@@ -61,7 +64,7 @@ class Lamb(CheckedOptimizer):
     check_group = staticmethod(check_lamb_group)
     newer_keys = {"lars": True, "foreach": None}
 
-    def __init__(self, params: ParamsT, lr: float | Tensor, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, params: ParamsT, lr: float | Tensor = required, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.0, *, foreach: bool | None = None) -> None:
         defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
                     "weight_decay": weight_decay, "lars": True, "foreach": foreach}

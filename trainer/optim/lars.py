@@ -36,7 +36,7 @@ from typing import cast
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import Optimizer, ParamsT
+from torch.optim.optimizer import Optimizer, ParamsT, required
 
 from ._common import (CheckedOptimizer, check_dense, check_flag, check_hyperparameter, compute_dtype,
                       foreach_norms, norm, trust_ratio, use_foreach)
@@ -51,7 +51,8 @@ NUS_MAX_TRUST = 50.0
 
 def check_lars_group(group: dict) -> None:
     """ValueError naming the first bad hyperparameter of a param group."""
-    check_hyperparameter("Lars", "lr", group["lr"], low=0.0)
+    if group["lr"] is not required:  # see the class docstring
+        check_hyperparameter("Lars", "lr", group["lr"], low=0.0)
     check_hyperparameter("Lars", "momentum", group["momentum"], low=0.0)
     check_hyperparameter("Lars", "eeta", group["eeta"], low=0.0, low_inclusive=False)
     check_hyperparameter("Lars", "weight_decay", group["weight_decay"], low=0.0)
@@ -67,7 +68,9 @@ class Lars(CheckedOptimizer):
     Args:
         params: parameters or dicts defining parameter groups; a group may set
             ``lars=False`` to skip the trust ratio (plain momentum SGD).
-        lr: learning rate.
+        lr: learning rate; may be left out when every param group sets its
+            own (Horovod's DistributedOptimizer rebuilds the optimizer as
+            cls(param_groups), without the other arguments).
         momentum: momentum factor (default 0).
         eeta: trust coefficient (default 1e-3).
         weight_decay: L2 penalty added to the gradient (default 0).
@@ -80,7 +83,7 @@ class Lars(CheckedOptimizer):
     check_group = staticmethod(check_lars_group)
     newer_keys = {"mode": "nus", "lars": True, "eeta": 1e-3, "epsilon": 0.0, "foreach": None}
 
-    def __init__(self, params: ParamsT, lr: float | Tensor, momentum: float = 0.0, eeta: float = 1e-3,
+    def __init__(self, params: ParamsT, lr: float | Tensor = required, momentum: float = 0.0, eeta: float = 1e-3,
                  weight_decay: float = 0.0, epsilon: float = 0.0, mode: str = "nus", *,
                  foreach: bool | None = None) -> None:
         defaults = {"lr": lr, "momentum": momentum, "eeta": eeta, "weight_decay": weight_decay,
