@@ -271,3 +271,15 @@ def test_state_dict_round_trip_resumes_exactly(digits, make_model, name, kw):
     _train(resumed, opt2, digits, 4, 4)
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cls", [Lars, Lamb])
+def test_lr_may_come_from_the_groups_only(cls):
+    """As hvd.DistributedOptimizer rebuilds optimizers: cls(param_groups)."""
+    p = torch.ones(3)
+    p.grad = torch.ones(3)
+    opt = cls([{"params": [p], "lr": 0.1}])
+    opt.step()
+    assert not torch.equal(p, torch.ones(3))
+    with pytest.raises(ValueError, match=r"\blr\b"):
+        cls([torch.ones(3)])
