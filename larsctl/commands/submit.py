@@ -186,7 +186,9 @@ def submit(cluster, recipe, name, target_batch, gpus, per_gpu_batch, model, epoc
     if dry_run:
         job_id = new_job_id(spec.name)
         paths = jobdir.JobPaths(workdir / job_id)
-        for request in render(scheduler, spec, paths, job_id, 0, chain, max_restarts):
+        for i, request in enumerate(render(scheduler, spec, paths, job_id, 0, chain, max_restarts)):
+            if i:  # the dependency is added to the submit command once the segment before has an id
+                click.echo(f"# after: segment {i} ends (afterany dependency on its scheduler id)")
             click.echo(str(request))
         return
     record = create_and_submit(spec, scheduler, workdir, chain, max_restarts)
