@@ -23,7 +23,8 @@ from pathlib import Path
 
 from larsctl.jobdir import JobPaths, atomic_write
 from larsctl.launch import LaunchError, build_launch
-from larsctl.schedulers.batch import RESTARTS_FILE, body, directive_value, restart_record
+from larsctl.schedulers.batch import (FILE_DIRECTIVE, RESTARTS_FILE, body, directive_value,
+                                      restart_record)
 from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError
 
 CANCEL_GRACE_S = 30.0  # time for the trainer to write its checkpoint after TERM
@@ -114,6 +115,7 @@ def render_script(spec, paths: JobPaths, launch, *, job_id: str, segment: int,
     script = paths.script("local", segment)
     header = [
         "#!/usr/bin/env bash",
+        FILE_DIRECTIVE,
         f"# larsctl local job {directive_value(job_id, 'job id')}, segment {segment}; "
         f"runs on its own: bash {q(str(script))}",
         f"larsctl_status={q(str(paths.segment_status(segment)))}",

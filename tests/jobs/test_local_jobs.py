@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -83,19 +84,29 @@ def test_usr2_requeues_in_place_and_completes_with_one_restart(jobs, ddp_profile
     assert "segment=0" in Path(row["job_dir"], "restarts").read_text()
 
 
-def test_two_submits_at_once_get_distinct_recorded_ids(jobs):
-    argv = [*jobs.LARSCTL, "submit", "--cluster", "local", *jobs.SHORT,
-            "--max-steps", "2", "--name", "same"]
+def test_two_submits_at_once_get_distinct_recorded_ids(jobs, larsctl_dirs, tmp_path):
+    """Also with a hostile job name and a workdir with spaces: quoted everywhere, nothing injected."""
+    marker = tmp_path / "INJECTED"
+    jobs.write_profile(larsctl_dirs["config"], "spaced", workdir=str(tmp_path / "run dir"))
+    argv = [*jobs.LARSCTL, "submit", "--cluster", "spaced", *jobs.SHORT, "--max-steps", "2",
+            "--name", f"a'b; touch {marker}"]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     ids = [o[0].strip() for o in outs]
     assert len(set(ids)) == 2
-    listed = {row["id"] for row in json.loads(jobs.larsctl("jobs", "--json").stdout)}
-    assert listed == set(ids)
+    rows = json.loads(jobs.larsctl("jobs", "--json").stdout)
+    assert {row["id"] for row in rows} == set(ids)
+    jobs.wait_for(ids[0], lambda r: r["state"] == "RUNNING", what="RUNNING")
     for job_id in ids:
         jobs.larsctl("cancel", job_id)
+    assert not marker.exists()
+    script = Path(rows[0]["job_dir"], "job.local.sh")
+    assert " " in str(script)
+    if shutil.which("shellcheck"):
+        r = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout
 
 
 def test_dry_run_prints_script_and_launch_line_and_writes_nothing(jobs, larsctl_dirs):
