@@ -98,7 +98,7 @@ def _cancel_leftovers(larsctl_dirs):
     db = larsctl_dirs["home"] / "jobs.sqlite"
     if db.exists():
         for row in json.loads(larsctl("jobs", "--json", check=False).stdout or "[]"):
-            if row["state"] in ("PENDING", "RUNNING", "REQUEUED"):
+            if row["scheduler_ids"] and row["state"] in ("PENDING", "RUNNING", "REQUEUED"):
                 larsctl("cancel", row["id"], check=False)
 
 
