@@ -149,9 +149,9 @@ class PbsScheduler(Scheduler):
         return BatchRequest(script=script, script_path=script_path, submit_argv=["qsub"],
                             launch_line=line, segment=segment)
 
-    def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
+    def _run(self, argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
         try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout)
+            return subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, cwd=cwd)
         except FileNotFoundError:
             raise SchedulerError(f"{argv[0]}: command not found (is this a PBS login node?)") from None
         except subprocess.TimeoutExpired:
@@ -163,7 +163,9 @@ class PbsScheduler(Scheduler):
         argv = list(request.submit_argv)
         if after:
             argv += ["-W", f"depend={after_kind}:{after}"]
-        r = self._run([*argv, str(request.script_path)])
+        # qsub's submission directory is where PBS (and Torque) put output it was
+        # not told about: make that the job directory, never the user's cwd.
+        r = self._run([*argv, str(request.script_path)], cwd=request.script_path.parent)
         job_id = r.stdout.strip()
         if r.returncode != 0 or not job_id:
             raise SchedulerError(f"qsub failed (exit {r.returncode}): {r.stderr.strip() or job_id}")
