@@ -216,8 +216,8 @@ def create_and_submit(spec, scheduler, workdir: Path, chain: int, max_restarts: 
         requests = render(scheduler, spec, paths, record.id, 0, chain, max_restarts)
         try:
             jobdir.create(paths, {"job.yaml": spec_yaml(spec), "metrics.jsonl": ""})
-        except PermissionError as exc:
-            raise Failure(f"cannot create the job directory {paths.root}: {exc.strerror}") from None
+        except OSError as exc:  # read-only, permission denied, ... (a full disk is already a Failure)
+            raise Failure(f"cannot create the job directory {paths.root}: {exc.strerror or exc}") from None
         try:
             ids = schedule_segments(scheduler, requests)
         except _PartialSubmit as exc:
@@ -261,6 +261,9 @@ def script(cluster, recipe, name, target_batch, gpus, per_gpu_batch, model, epoc
     requests = render(scheduler, spec, paths, job_id, 0, chain, max_restarts)
     files = {"job.yaml": spec_yaml(spec), "metrics.jsonl": ""}
     files.update({r.script_path.name: r.script for r in requests})
-    jobdir.create(paths, files, executable=tuple(r.script_path.name for r in requests))
+    try:
+        jobdir.create(paths, files, executable=tuple(r.script_path.name for r in requests))
+    except OSError as exc:
+        raise Failure(f"cannot create the job directory {paths.root}: {exc.strerror or exc}") from None
     for request in requests:
         click.echo(str(request.script_path))
