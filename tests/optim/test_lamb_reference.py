@@ -45,7 +45,10 @@ def test_lamb_matches_numpy_reference(record, bn_bias_names, bn_bias_separately,
     assert traj.losses[-1] < traj.losses[0]
 
 
-def test_lamb_foreach_equals_single_tensor(record):
+@pytest.mark.parametrize("bucket_bytes", [None, 512], ids=["one-run", "cpu-runs"])
+def test_lamb_foreach_equals_single_tensor(record, monkeypatch, bucket_bytes):
+    if bucket_bytes is not None:
+        monkeypatch.setattr("trainer.optim._common.CPU_BUCKET_BYTES", bucket_bytes)
     runs = [record(lambda model, f=foreach: create_optimizer_lamb(model, lr=LR, weight_decay=WD,
                                                                   bn_bias_separately=True, foreach=f), steps=10)
             for foreach in (True, False)]

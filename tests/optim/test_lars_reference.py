@@ -131,10 +131,14 @@ def test_tf_mode_matches_timm_lars(record, bn_bias_names, bn_bias_separately, mo
         assert traj.worst_diff(t, [x.double().numpy() for x in tensors]) <= TOL, f"step {t}"
 
 
+@pytest.mark.parametrize("bucket_bytes", [None, 512], ids=["one-run", "cpu-runs"])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("mode", ["nus", "tf"])
-def test_foreach_path_equals_single_tensor_path(record, mode, momentum):
-    """Same data, same model: the two paths give bit-identical params."""
+def test_foreach_path_equals_single_tensor_path(record, monkeypatch, mode, momentum, bucket_bytes):
+    """Same data, same model: the two paths give bit-identical params, also
+    when the CPU foreach path works through the params in several runs."""
+    if bucket_bytes is not None:
+        monkeypatch.setattr("trainer.optim._common.CPU_BUCKET_BYTES", bucket_bytes)
     runs = [record(_lars_factory(mode, momentum, True, foreach), steps=STEPS) for foreach in (True, False)]
     for t in range(STEPS):
         for a, b in zip(runs[0].steps[t].after, runs[1].steps[t].after, strict=True):

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT, required
 
-from ._common import (CheckedOptimizer, check_dense, check_flag, check_hyperparameter, foreach_norms, norm,
-                      trust_ratio, use_foreach)
+from ._common import (CheckedOptimizer, buckets, check_dense, check_flag, check_hyperparameter, foreach_norms,
+                      norm, trust_ratio, use_foreach)
 
 __all__ = ["Lamb", "lamb"]
 
@@ -151,30 +151,36 @@ def _multi_tensor_lamb(params: list[Tensor], grads: list[Tensor], exp_avgs: list
                        adapt: bool) -> None:
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, exp_avgs, exp_avg_sqs], with_indices=True)  # type: ignore[list-item]
-    for (device_params_, device_grads_, device_exp_avgs_, device_exp_avg_sqs_), indices in grouped.values():
-        device_params = cast(list[Tensor], device_params_)
-        device_grads = cast(list[Tensor], device_grads_)
-        device_exp_avgs = cast(list[Tensor], device_exp_avgs_)
-        device_exp_avg_sqs = cast(list[Tensor], device_exp_avg_sqs_)
-        device_steps = [steps[i] for i in indices]
+    for (all_params, all_grads, all_exp_avgs, all_exp_avg_sqs), all_indices in grouped.values():
+        for run in buckets(cast(list[Tensor], all_params)):
+            _multi_tensor_lamb_run(
+                cast(list[Tensor], all_params[run]), cast(list[Tensor], all_grads[run]),
+                cast(list[Tensor], all_exp_avgs[run]), cast(list[Tensor], all_exp_avg_sqs[run]),
+                [steps[i] for i in all_indices[run]], lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                weight_decay=weight_decay, adapt=adapt)
 
-        torch._foreach_lerp_(device_exp_avgs, device_grads, 1 - beta1)
-        torch._foreach_mul_(device_exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(device_exp_avg_sqs, device_grads, device_grads, value=1 - beta2)
-        update = torch._foreach_sqrt(device_exp_avg_sqs)
-        torch._foreach_div_(update, [math.sqrt(1 - beta2 ** s) for s in device_steps])
-        torch._foreach_add_(update, eps)
-        update = torch._foreach_div(device_exp_avgs, update)
-        torch._foreach_mul_(update, [1 / (1 - beta1 ** s) for s in device_steps])
-        if weight_decay != 0:
-            torch._foreach_add_(update, device_params, alpha=weight_decay)
-        if adapt:
-            ratios = trust_ratio(foreach_norms(device_params), foreach_norms(update), coeff=1.0,
-                                 weight_decay=0.0, epsilon=0.0, max_ratio=None)
-            torch._foreach_mul_(update, list((ratios * lr).unbind(0)))
-            torch._foreach_sub_(device_params, update)
-        elif isinstance(lr, Tensor):
-            torch._foreach_mul_(update, lr)
-            torch._foreach_sub_(device_params, update)
-        else:
-            torch._foreach_add_(device_params, update, alpha=-lr)
+
+def _multi_tensor_lamb_run(device_params: list[Tensor], device_grads: list[Tensor], device_exp_avgs: list[Tensor],
+                           device_exp_avg_sqs: list[Tensor], device_steps: list[int], *, lr: float | Tensor,
+                           beta1: float, beta2: float, eps: float, weight_decay: float, adapt: bool) -> None:
+    """One run of same-device, same-dtype tensors."""
+    torch._foreach_lerp_(device_exp_avgs, device_grads, 1 - beta1)
+    torch._foreach_mul_(device_exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(device_exp_avg_sqs, device_grads, device_grads, value=1 - beta2)
+    update = torch._foreach_sqrt(device_exp_avg_sqs)
+    torch._foreach_div_(update, [math.sqrt(1 - beta2 ** s) for s in device_steps])
+    torch._foreach_add_(update, eps)
+    update = torch._foreach_div(device_exp_avgs, update)
+    torch._foreach_mul_(update, [1 / (1 - beta1 ** s) for s in device_steps])
+    if weight_decay != 0:
+        torch._foreach_add_(update, device_params, alpha=weight_decay)
+    if adapt:
+        ratios = trust_ratio(foreach_norms(device_params), foreach_norms(update), coeff=1.0,
+                             weight_decay=0.0, epsilon=0.0, max_ratio=None)
+        torch._foreach_mul_(update, list((ratios * lr).unbind(0)))
+        torch._foreach_sub_(device_params, update)
+    elif isinstance(lr, Tensor):
+        torch._foreach_mul_(update, lr)
+        torch._foreach_sub_(device_params, update)
+    else:
+        torch._foreach_add_(device_params, update, alpha=-lr)

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT, required
 
-from ._common import (CheckedOptimizer, check_dense, check_flag, check_hyperparameter, compute_dtype,
+from ._common import (CheckedOptimizer, buckets, check_dense, check_flag, check_hyperparameter, compute_dtype,
                       foreach_norms, norm, trust_ratio, use_foreach)
 
 __all__ = ["Lars", "lars", "MODES"]
@@ -191,49 +191,59 @@ def _multi_tensor_lars(params: list[Tensor], grads: list[Tensor],
     nus = mode == "nus"
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, momentum_buffers], with_indices=True)  # type: ignore[list-item]
-    for (device, dtype), ((device_params_, device_grads_, device_bufs_), indices) in grouped.items():
-        device_params = cast(list[Tensor], device_params_)
-        device_grads = cast(list[Tensor], device_grads_)
-        device_bufs = cast(list[Tensor | None], device_bufs_)
+    for (device, dtype), ((all_params, all_grads, all_bufs), all_indices) in grouped.items():
+        for run in buckets(cast(list[Tensor], all_params)):
+            _multi_tensor_lars_run(cast(list[Tensor], all_params[run]), cast(list[Tensor], all_grads[run]),
+                                   cast(list[Tensor | None], all_bufs[run]), all_indices[run], momentum_buffers,
+                                   device=device, dtype=dtype, lr=lr, momentum=momentum, eeta=eeta,
+                                   weight_decay=weight_decay, epsilon=epsilon, nus=nus, adapt=adapt)
 
-        # Per-parameter step sizes lr*trust as one vector (a few vector ops for
-        # all params), used through 0-dim views of it.
-        steps: Tensor | None = None
-        if adapt:
-            steps = trust_ratio(foreach_norms(device_params), foreach_norms(device_grads), coeff=eeta,
-                                weight_decay=weight_decay, epsilon=epsilon,
-                                max_ratio=NUS_MAX_TRUST if nus else None) * lr
-        elif isinstance(lr, Tensor):
-            steps = torch.ones(len(device_params), device=device, dtype=compute_dtype(dtype)) * lr
-        step = lr if steps is None else list(steps.unbind(0))
 
-        if nus:
-            if weight_decay != 0:
-                d = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
-                _clamp_(d)
-            else:
-                d = _clamp_(device_grads, copy=True)
-            if momentum != 0:
-                _momentum_into(d, device_bufs, momentum)
-                new_bufs = d
-            _foreach_add_scaled_(device_params, d, step, -1)
-        elif momentum != 0:
-            new_bufs = [torch.zeros_like(p) if b is None else b for p, b in zip(device_params, device_bufs)]
-            torch._foreach_mul_(new_bufs, momentum)
-            _foreach_add_scaled_(new_bufs, device_grads, step, 1)
-            if weight_decay != 0:
-                decay = lr * weight_decay if steps is None else list((steps * weight_decay).unbind(0))
-                _foreach_add_scaled_(new_bufs, device_params, decay, 1)
-            torch._foreach_sub_(device_params, new_bufs)
+def _multi_tensor_lars_run(device_params: list[Tensor], device_grads: list[Tensor],
+                           device_bufs: list[Tensor | None], indices: list[int],
+                           momentum_buffers: list[Tensor | None], *, device: torch.device, dtype: torch.dtype,
+                           lr: float | Tensor, momentum: float, eeta: float, weight_decay: float, epsilon: float,
+                           nus: bool, adapt: bool) -> None:
+    """One run of same-device, same-dtype tensors; new buffers go to
+    momentum_buffers[indices[j]]."""
+    # Per-parameter step sizes lr*trust as one vector (a few vector ops for
+    # all params), used through 0-dim views of it.
+    steps: Tensor | None = None
+    if adapt:
+        steps = trust_ratio(foreach_norms(device_params), foreach_norms(device_grads), coeff=eeta,
+                            weight_decay=weight_decay, epsilon=epsilon,
+                            max_ratio=NUS_MAX_TRUST if nus else None) * lr
+    elif isinstance(lr, Tensor):
+        steps = torch.ones(len(device_params), device=device, dtype=compute_dtype(dtype)) * lr
+    step = lr if steps is None else list(steps.unbind(0))
+
+    if nus:
+        if weight_decay != 0:
+            d = torch._foreach_add(device_grads, device_params, alpha=weight_decay)
+            _clamp_(d)
         else:
-            if weight_decay != 0:
-                shrink = 1 - lr * weight_decay if steps is None else list((1 - steps * weight_decay).unbind(0))
-                torch._foreach_mul_(device_params, shrink)
-            _foreach_add_scaled_(device_params, device_grads, step, -1)
-
+            d = _clamp_(device_grads, copy=True)
         if momentum != 0:
-            for j, index in enumerate(indices):
-                momentum_buffers[index] = new_bufs[j]
+            _momentum_into(d, device_bufs, momentum)
+            new_bufs = d
+        _foreach_add_scaled_(device_params, d, step, -1)
+    elif momentum != 0:
+        new_bufs = [torch.zeros_like(p) if b is None else b for p, b in zip(device_params, device_bufs)]
+        torch._foreach_mul_(new_bufs, momentum)
+        _foreach_add_scaled_(new_bufs, device_grads, step, 1)
+        if weight_decay != 0:
+            decay = lr * weight_decay if steps is None else list((steps * weight_decay).unbind(0))
+            _foreach_add_scaled_(new_bufs, device_params, decay, 1)
+        torch._foreach_sub_(device_params, new_bufs)
+    else:
+        if weight_decay != 0:
+            shrink = 1 - lr * weight_decay if steps is None else list((1 - steps * weight_decay).unbind(0))
+            torch._foreach_mul_(device_params, shrink)
+        _foreach_add_scaled_(device_params, device_grads, step, -1)
+
+    if momentum != 0:
+        for j, index in enumerate(indices):
+            momentum_buffers[index] = new_bufs[j]
 
 
 def _foreach_add_scaled_(targets: list[Tensor], sources: list[Tensor], scale: float | list[Tensor],
