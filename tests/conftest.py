@@ -5,7 +5,10 @@ shared read-only through LARSCTL_DATA.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,3 +36,48 @@ def larsctl_dirs(tmp_path, shared_data_dir, monkeypatch) -> dict[str, Path]:
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("LARSCTL_REPO", str(REPO))
+
+# The test Slurm (tests/slurm/cluster.py; test dirs are not packages, so by path).
+_spec = importlib.util.spec_from_file_location("larsctl_test_slurm_cluster",
+                                               Path(__file__).with_name("slurm") / "cluster.py")
+cluster_mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cluster_mod)
+
+_OWNER_VAR = "LARSCTL_TEST_SLURM_ROOT"  # one test Slurm per pytest process
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A started TestSlurm; SLURM_CONF points the Slurm commands at it for the session."""
+    missing = cluster_mod.missing_tools()
+    if missing or os.geteuid() != 0:
+        why = f"missing {missing}" if missing else "needs root (munged, slurmd)"
+        if os.environ.get("CI"):
+            pytest.fail(f"test Slurm cannot start on CI: {why}")
+        pytest.skip(f"test Slurm unavailable: {why}")
+    running = os.environ.get(_OWNER_VAR)
+    if running:
+        # One started by hand (cluster.py start DIR; export LARSCTL_TEST_SLURM_ROOT=DIR): share it.
+        cluster = cluster_mod.TestSlurm(Path(running))
+        os.environ["SLURM_CONF"] = str(cluster.conf)
+        yield cluster
+        return
+    # Not under pytest's 0700 tmp dirs: munged runs as the munge user and must reach its socket.
+    root = Path(tempfile.mkdtemp(prefix="larsctl-slurm-"))
+    cluster = cluster_mod.TestSlurm(root)
+    old = os.environ.get("SLURM_CONF")
+    try:
+        cluster.start()
+        os.environ["SLURM_CONF"] = str(cluster.conf)
+        os.environ[_OWNER_VAR] = str(root)
+        yield cluster
+    finally:
+        os.environ.pop(_OWNER_VAR, None)
+        cluster.stop()
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+        shutil.rmtree(root, ignore_errors=True)
+
+

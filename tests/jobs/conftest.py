@@ -6,7 +6,6 @@ takes seconds on 2 cores.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,13 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-# The session-wide test Slurm of tests/slurm (loaded by path: test dirs are not packages).
-_slurm_spec = importlib.util.spec_from_file_location(
-    "larsctl_jobs_slurm_conftest", Path(__file__).resolve().parents[1] / "slurm" / "conftest.py")
-_slurm_conftest = importlib.util.module_from_spec(_slurm_spec)
-_slurm_spec.loader.exec_module(_slurm_conftest)
-slurm_cluster = _slurm_conftest.slurm_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 LARSCTL = [sys.executable, "-m", "larsctl"]
