@@ -59,19 +59,31 @@ def render(spec: JobSpec) -> str:
     return "\n".join(lines)
 
 
+PLAN_OPTIONS = [
+    click.option("--target-batch", type=click.IntRange(min=1), help="Effective batch size."),
+    click.option("--gpus", type=click.IntRange(min=1), help="Use exactly this many GPUs (CPU workers on cpu profiles)."),
+    click.option("--per-gpu-batch", type=click.IntRange(min=1),
+                 help="Per-GPU batch (default: largest that fits, from the table)."),
+    click.option("--model", type=click.Choice(MODELS), help="Model (default resnet50)."),
+    click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default 90)."),
+    click.option("--precision", type=click.Choice(PRECISIONS), help="fp32 (default), fp16, bf16."),
+    click.option("--lr-rule", type=click.Choice(LR_RULES), help="LR/warmup rule (default legw)."),
+]
+
+
+def plan_options(func):
+    """The planner's flags, shared by plan, submit and script."""
+    for option in reversed(PLAN_OPTIONS):
+        func = option(func)
+    return func
+
+
 @click.command()
 @click.option("--cluster", default="local", show_default=True,
               help="Profile name or path of a profile file.")
 @click.option("--recipe", type=click.Path(path_type=Path),
               help="Recipe file (jobs/*.yaml); flags override its values.")
-@click.option("--target-batch", type=click.IntRange(min=1), help="Effective batch size.")
-@click.option("--gpus", type=click.IntRange(min=1), help="Use exactly this many GPUs.")
-@click.option("--per-gpu-batch", type=click.IntRange(min=1),
-              help="Per-GPU batch (default: largest that fits, from the table).")
-@click.option("--model", type=click.Choice(MODELS), help="Model (default resnet50).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default 90).")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="fp32 (default), fp16, bf16.")
-@click.option("--lr-rule", type=click.Choice(LR_RULES), help="LR/warmup rule (default legw).")
+@plan_options
 @click.option("--name", help="Job name (default: the recipe's name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job spec as JSON.")
 @click.option("--show-spec", is_flag=True,

@@ -17,21 +17,12 @@ from pathlib import Path
 import click
 
 from larsctl import jobdir
+from larsctl.commands.plan import PLAN_OPTIONS
 from larsctl.errors import Failure, UserError, one_line
 from larsctl.registry import JobRecord, Registry, new_job_id, save_copy
 
 DEFAULT_MAX_RESTARTS = 3
-
-_PLAN_OPTIONS = [
-    click.option("--target-batch", type=click.IntRange(min=1), help="Effective batch to reach."),
-    click.option("--gpus", type=click.IntRange(min=1), help="Total ranks (GPUs, or CPU workers)."),
-    click.option("--per-gpu-batch", type=click.IntRange(min=1), help="Batch per rank per step."),
-    click.option("--model", help="Model name (e.g. resnet50, or the demo's small CNN)."),
-    click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Epochs to train."),
-    click.option("--precision", help="fp32, fp16 or bf16."),
-    click.option("--lr-rule", help="Learning-rate rule of the plan (see `larsctl plan --help`)."),
-]
-
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 def job_options(func):
     """The options shared by submit and script: what to run and where."""
@@ -40,7 +31,7 @@ def job_options(func):
         click.option("--recipe", "-r", type=click.Path(dir_okay=False, path_type=Path),
                      help="Recipe file (jobs/*.yaml)."),
         click.option("--name", "-n", help="Job name (default: from the recipe)."),
-        *_PLAN_OPTIONS,
+        *PLAN_OPTIONS,
         click.option("--max-steps", type=click.IntRange(min=1),
                      help="Stop the trainer after this many optimizer steps (short test runs)."),
         click.option("--set", "trainer_sets", multiple=True, metavar="KEY=VALUE",
@@ -108,6 +99,16 @@ def check_trainer_options(options: dict) -> None:
         resolve_trainer(options, {}, source="--set")
     except BadInput as exc:
         raise UserError(str(exc)) from None
+
+
+def refuse_unset_variables(spec, workdir: Path) -> None:
+    """A job that really runs needs every $VAR in its paths set; a dry run shows them as written."""
+    missing = set(spec.unset_variables)
+    missing.update(m.group(1) or m.group(2) for m in _VAR.finditer(str(workdir)))
+    if missing:
+        raise UserError(f"environment variable(s) {', '.join(sorted(missing))} used in the job's paths "
+                        f"(profile workdir {spec.profile.workdir!r} or the recipe's data dirs) are not set; "
+                        "export them first")
 
 
 def spec_yaml(spec) -> str:
@@ -191,6 +192,7 @@ def submit(cluster, recipe, name, target_batch, gpus, per_gpu_batch, model, epoc
                 click.echo(f"# after: segment {i} ends (afterany dependency on its scheduler id)")
             click.echo(str(request))
         return
+    refuse_unset_variables(spec, workdir)
     record = create_and_submit(spec, scheduler, workdir, chain, max_restarts)
     click.echo(record.id)
     if follow:
@@ -257,7 +259,9 @@ def script(cluster, recipe, name, target_batch, gpus, per_gpu_batch, model, epoc
     spec = resolve(cluster, recipe, name, plan, max_steps, trainer_sets)
     scheduler = scheduler_for(spec.profile)
     job_id = new_job_id(spec.name)
-    paths = jobdir.JobPaths(spec.profile.expanded_workdir() / job_id)
+    workdir = spec.profile.expanded_workdir()
+    refuse_unset_variables(spec, workdir)
+    paths = jobdir.JobPaths(workdir / job_id)
     requests = render(scheduler, spec, paths, job_id, 0, chain, max_restarts)
     files = {"job.yaml": spec_yaml(spec), "metrics.jsonl": ""}
     files.update({r.script_path.name: r.script for r in requests})

@@ -163,3 +163,19 @@ def test_unreachable_scheduler_keeps_the_last_state_and_exits_1(tmp_path, larsct
     assert p.stderr.strip() == ("Warning: slurm scheduler: squeue: command not found (is this a Slurm "
                                 "login node?); showing the last known state")
     assert job_dir.name in p.stdout and "RUNNING" in p.stdout
+
+
+def test_unset_variables_in_paths_refuse_a_real_submit(monkeypatch, larsctl_dirs):
+    """The shipped examples keep $SCRATCH and ${IMAGENET_DIR} for the user to set:
+    a dry run shows them as written, a real submit or script refuses, writing nothing."""
+    recipe = str(Path(__file__).resolve().parents[2] / "jobs" / "resnet50-lars-4k.yaml")
+    monkeypatch.delenv("SCRATCH", raising=False)
+    monkeypatch.delenv("IMAGENET_DIR", raising=False)
+    for command in ("submit", "script"):
+        r = run(command, "--cluster", "slurm-v100", "--recipe", recipe)
+        assert r.exit_code == 2, r.output
+        assert r.output.strip().splitlines() == [
+            "Error: environment variable(s) IMAGENET_DIR, SCRATCH used in the job's paths (profile workdir "
+            "'$SCRATCH/larsctl' or the recipe's data dirs) are not set; export them first"]
+    assert run("submit", "--cluster", "slurm-v100", "--recipe", recipe, "--dry-run").exit_code == 0
+    assert not list(larsctl_dirs["home"].glob("runs/*"))
