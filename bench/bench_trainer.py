@@ -10,7 +10,7 @@ loading are excluded from both.  Blocks alternate (hand, trainer, hand, ...) so
 that load from other processes hits both sides alike; the ratio of the medians and
 the ratio of the fastest blocks (the least disturbed) are printed.
 
-    .venv/bin/python bench/bench_trainer.py                 # resnet18, 64 px, batch 32, CPU
+    .venv/bin/python bench/bench_trainer.py                 # resnet18, 32 px, batch 32, 1 CPU thread
     .venv/bin/python bench/bench_trainer.py --model resnet50 --image-size 224 --batch-size 64  # on a GPU
 """
 from __future__ import annotations
@@ -38,11 +38,12 @@ def sync(device):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet18")
-    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=5, help="optimizer steps per timed block")
-    ap.add_argument("--blocks", type=int, default=6, help="timed blocks per side")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--steps", type=int, default=4, help="optimizer steps per timed block")
+    ap.add_argument("--blocks", type=int, default=10, help="timed blocks per side")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: steady figures on a shared machine; 0: torch's default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
