@@ -3,19 +3,25 @@ from __future__ import annotations
 
 import sys
 
-from trainer import exitcodes
-from trainer.data import DataError
-from trainer.errors import BadInput
+from trainer.signals import StopFlag
+
+# First of all, before torch loads (seconds on a busy node): a USR2/TERM that the
+# batch script sends during start-up must stop the run cleanly, not kill the rank.
+_EARLY_STOP_FLAG = StopFlag().install() if __name__ == "__main__" else None
+
+from trainer import exitcodes  # noqa: E402
+from trainer.data import DataError  # noqa: E402
+from trainer.errors import BadInput  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, stop_flag: StopFlag | None = None) -> int:
     try:
         from trainer.cli import parse_args
 
         cfg, plan = parse_args(argv)
         from trainer.run import Run
 
-        return Run(cfg, plan, source=_config_source(argv)).execute()
+        return Run(cfg, plan, source=_config_source(argv), stop_flag=stop_flag).execute()
     except (BadInput, DataError) as exc:
         print(f"trainer: error: {exc}", file=sys.stderr, flush=True)
         return exitcodes.BAD_INPUT
@@ -32,4 +38,4 @@ def _config_source(argv: list[str] | None) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(stop_flag=_EARLY_STOP_FLAG))

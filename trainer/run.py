@@ -94,16 +94,20 @@ def build_data(cfg: TrainConfig, engine: Engine, use_cuda: bool):
 class Run:
     """The state of one rank's run; `execute()` is the whole life of the process."""
 
-    def __init__(self, cfg: TrainConfig, plan: Mapping[str, Any] | None = None, source: str = "--config"):
+    def __init__(self, cfg: TrainConfig, plan: Mapping[str, Any] | None = None, source: str = "--config",
+                 stop_flag: StopFlag | None = None):
         self.cfg = cfg
         self.plan = plan or {}
         self.source = source
+        self.stop_flag = stop_flag
 
     def execute(self) -> int:
         cfg = self.cfg
         configure_determinism(cfg)
         use_cuda = torch.cuda.is_available() and not cfg.no_cuda
-        flag = StopFlag().install()  # before the slow set-up: a signal during it still checkpoints
+        # Installed before the slow set-up (python -m trainer installs it even before
+        # torch loads): a signal during start-up stops the run at its first step.
+        flag = self.stop_flag or StopFlag().install()
         engine = create_engine(cfg.engine, use_cuda)
         try:
             return self._train(engine, flag, use_cuda)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import signal
 
-import torch
-
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
 
@@ -39,5 +37,7 @@ class StopFlag:
 
     def agreed(self, engine) -> bool:
         """True on every rank when any rank got a stop signal (a tiny allreduce)."""
+        import torch  # not at import time: __main__ installs the flag before torch loads
+
         local = torch.tensor([1.0 if self.raised else 0.0])
         return bool(engine.allreduce_sum(local).item() > 0)
