@@ -112,10 +112,10 @@ def record(digits, make_model) -> Callable[..., Trajectory]:
 
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _one_thread():
     # The tensors here are tiny: extra intra-op threads only fight over the
-    # shared cores.
+    # shared cores.  Restored after each test, so other test areas keep theirs.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
