@@ -10,6 +10,9 @@ with other jobs it is the steadier figure (with --threads 1 it is the work done)
     .venv/bin/python bench/bench_optim.py [--threads N] [--rounds 30]
 
 Targets on CPU: LARS/SGD <= 1.3 and loop/LARS >= 1 (LARS no slower than the loop).
+The LARS/SGD ratio is taken against SGD with the same weight decay (both add
+wd*w to the gradient); the ratio against SGD without weight decay is printed too.
+On a machine shared with other jobs, --threads 1 gives the steadiest figures.
 """
 from __future__ import annotations
 
