@@ -4,7 +4,7 @@ Both read the same files with the same transforms, batch size, workers and rank 
 the stock one draws its randomness from the global RNG (not resumable), ours from
 per-sample generators. Prints images/s for each, measured alternately, and the ratio.
 
-    python -m trainer.data.bench --dataset digits --image-size 224 --batch-size 64 --workers 2
+    python bench/bench_loader.py --dataset digits --image-size 224 --batch-size 64 --workers 2
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import torchvision.transforms as T
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 
-from . import DataConfig, DataError, build_loaders
-from .digits import default_root, materialise_digits
-from .transforms import MEAN, STD
+from trainer.data import DataConfig, DataError, build_loaders
+from trainer.data.digits import default_root, materialise_digits
+from trainer.data.transforms import MEAN, STD
 
 
 def stock_loader(train_dir: str, image_size: int, batch_size: int, workers: int, rank: int, world: int):
@@ -42,8 +42,8 @@ def images_per_second(loader, batches: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.data.bench", description=__doc__.split("\n")[0],
-                                     epilog="example: python -m trainer.data.bench --dataset digits --workers 2")
+    parser = argparse.ArgumentParser(prog="python bench/bench_loader.py", description=__doc__.split("\n")[0],
+                                     epilog="example: python bench/bench_loader.py --dataset digits --workers 2")
     parser.add_argument("--dataset", choices=["digits"], default=None)
     parser.add_argument("--train-dir", default=None)
     parser.add_argument("--val-dir", default=None)
