@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-demo}
 venv=${VENV:-.venv}
-python=${PYTHON:-python3.11}
+python=${PYTHON:-$(command -v python3.11 || command -v python3)}
 cache=${LARSCTL_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/larsctl/wheels}
 
 log() { printf '[setup] %s\n' "$*" >&2; }
