@@ -29,6 +29,11 @@ TRAINER_DEFAULTS = {"wd": 0.0001, "momentum": 0.9, "label_smoothing": 0.1, "base
 _VAR = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
 
+def variables_in(text: str) -> set[str]:
+    """The $NAME / ${NAME} references left in a path after expansion."""
+    return {m.group(1) or m.group(2) for m in _VAR.finditer(text)}
+
+
 @dataclass(frozen=True)
 class JobSpec:
     name: str
@@ -40,11 +45,10 @@ class JobSpec:
     @property
     def unset_variables(self) -> list[str]:
         """$VARS left in trainer paths because they were not set when resolving."""
-        found = []
+        found: set[str] = set()
         for key in PATH_OPTIONS:
-            for match in _VAR.finditer(str(self.trainer.get(key, ""))):
-                found.append(match.group(1) or match.group(2))
-        return sorted(set(found))
+            found |= variables_in(str(self.trainer.get(key, "")))
+        return sorted(found)
 
     def to_dict(self) -> dict:
         return {

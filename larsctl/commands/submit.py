@@ -22,7 +22,6 @@ from larsctl.errors import Failure, UserError, one_line
 from larsctl.registry import JobRecord, Registry, new_job_id, save_copy
 
 DEFAULT_MAX_RESTARTS = 3
-_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 def job_options(func):
     """The options shared by submit and script: what to run and where."""
@@ -103,8 +102,9 @@ def check_trainer_options(options: dict) -> None:
 
 def refuse_unset_variables(spec, workdir: Path) -> None:
     """A job that really runs needs every $VAR in its paths set; a dry run shows them as written."""
-    missing = set(spec.unset_variables)
-    missing.update(m.group(1) or m.group(2) for m in _VAR.finditer(str(workdir)))
+    from larsctl.spec import variables_in
+
+    missing = set(spec.unset_variables) | variables_in(str(workdir))
     if missing:
         raise UserError(f"environment variable(s) {', '.join(sorted(missing))} used in the job's paths "
                         f"(profile workdir {spec.profile.workdir!r} or the recipe's data dirs) are not set; "
