@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import yaml
 
-from larsctl.profiles import (ProfileError, list_profiles, load_profile, read_profile,
+from larsctl.config.profiles import (ProfileError, list_profiles, load_profile, read_profile,
                               shipped_dir, user_dir)
 
 

@@ -10,17 +10,17 @@ import click
 
 from larsctl.commands.submit import DEFAULT_MAX_RESTARTS
 from larsctl.errors import Failure, UserError, one_line
-from larsctl.registry import JobRecord, Registry, save_copy
+from larsctl.jobs.registry import JobRecord, Registry, save_copy
 
 
 def spec_from_job_dir(record: JobRecord):
     """The JobSpec saved in ``job.yaml`` (the job is resumed exactly as it was planned)."""
     import yaml
 
-    from larsctl.estimate import Estimate
-    from larsctl.planner import Plan
-    from larsctl.profiles import ClusterProfile
-    from larsctl.spec import JobSpec
+    from larsctl.planning.estimate import Estimate
+    from larsctl.planning.planner import Plan
+    from larsctl.config.profiles import ClusterProfile
+    from larsctl.planning.spec import JobSpec
 
     path = record.paths.job_yaml
     try:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from larsctl.jobdir import RANK_PREFIX, JobPaths
-from larsctl.registry import Registry
+from larsctl.jobs.paths import RANK_PREFIX, JobPaths
+from larsctl.jobs.registry import Registry
 
 FOLLOW_INTERVAL_S = 1.0
 

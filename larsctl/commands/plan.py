@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 import yaml
 
-from larsctl.planner import LR_RULES, MODELS, PRECISIONS, format_duration, pretty_power, \
+from larsctl.planning.planner import LR_RULES, MODELS, PRECISIONS, format_duration, pretty_power, \
     pretty_warmup
-from larsctl.spec import JobSpec, resolve_job
+from larsctl.planning.spec import JobSpec, resolve_job
 
 
 def _with_form(value: float, form) -> str:

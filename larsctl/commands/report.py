@@ -20,10 +20,10 @@ from pathlib import Path
 
 import click
 
-from larsctl import tables
+from larsctl.results import tables
 from larsctl.errors import Failure, UserError
-from larsctl.jobdir import JobPaths, atomic_write
-from larsctl.results import Run, load_run
+from larsctl.jobs.paths import JobPaths, atomic_write
+from larsctl.results.runs import Run, load_run
 
 _OUT_FORMATS = (".png", ".html")
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
@@ -37,7 +37,7 @@ def resolve(job: str) -> tuple[str, Path]:
         return path.resolve().name, path.resolve()
     if "/" in job or job.startswith("."):
         raise UserError(f"{job}: no such job directory")
-    from larsctl.registry import Registry  # sqlite: only when an id must be looked up
+    from larsctl.jobs.registry import Registry  # sqlite: only when an id must be looked up
 
     registry = Registry()
     try:
@@ -101,7 +101,7 @@ def report(jobs, out, metrics, size, dpi, smoothing, table, as_json):
       larsctl report runs/b64 runs/b256 --out report.html --smoothing 0.6
       larsctl report runs/b64 runs/b256 --metric val/accuracy --metric train/lr --size 1200x500
     """
-    from larsctl import plots  # matplotlib: only when drawing, not for --help
+    from larsctl.results import plots  # matplotlib: only when drawing, not for --help
 
     try:
         panels = plots.panels_for(metrics)
@@ -151,8 +151,8 @@ def compare(jobs, as_json):
 
 
 def _all_runs() -> list[Run]:
-    from larsctl.registry import Registry
-    from larsctl.results import NoResults
+    from larsctl.jobs.registry import Registry
+    from larsctl.results.runs import NoResults
 
     registry = Registry()
     try:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
-from larsctl import progress as progress_mod
+from larsctl.results import progress as progress_mod
 from larsctl.errors import Failure, one_line
-from larsctl.registry import JobRecord, Registry, record_from_job_dir, save_copy
+from larsctl.jobs.registry import JobRecord, Registry, record_from_job_dir, save_copy
 from larsctl.schedulers.base import JobInfo, JobState
 
 _ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.REQUEUED, JobState.PREEMPTED)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import click
 
-from larsctl import jobdir
+from larsctl.jobs import paths as jobdir
 from larsctl.commands.plan import PLAN_OPTIONS
 from larsctl.errors import Failure, UserError, one_line
-from larsctl.registry import JobRecord, Registry, new_job_id, save_copy
+from larsctl.jobs.registry import JobRecord, Registry, new_job_id, save_copy
 
 DEFAULT_MAX_RESTARTS = 3
 
@@ -65,8 +65,8 @@ def parse_sets(pairs: tuple[str, ...]) -> dict:
 def resolve(cluster: str, recipe: Path | None, name: str | None, plan: dict,
             max_steps: int | None, trainer_sets: tuple[str, ...]):
     """The JobSpec for these options (raises UserError on bad input)."""
-    from larsctl.profiles import load_profile
-    from larsctl.spec import resolve_job
+    from larsctl.config.profiles import load_profile
+    from larsctl.planning.spec import resolve_job
 
     if recipe is not None and not recipe.is_file():
         raise UserError(f"--recipe {recipe}: no such file")
@@ -102,7 +102,7 @@ def check_trainer_options(options: dict) -> None:
 
 def refuse_unset_variables(spec, workdir: Path) -> None:
     """A job that really runs needs every $VAR in its paths set; a dry run shows them as written."""
-    from larsctl.spec import variables_in
+    from larsctl.planning.spec import variables_in
 
     missing = set(spec.unset_variables) | variables_in(str(workdir))
     if missing:

@@ -78,7 +78,7 @@ class Scheduler(abc.ABC):
     @abc.abstractmethod
     def dryrun(self, spec, job_dir: Path, *, job_id: str, segment: int = 0,
                segments: int = 1, max_restarts: int = 0) -> BatchRequest:
-        """Render the batch script for ``spec`` (a larsctl.spec.JobSpec) in ``job_dir``."""
+        """Render the batch script for ``spec`` (a larsctl.planning.spec.JobSpec) in ``job_dir``."""
 
     @abc.abstractmethod
     def schedule(self, request: BatchRequest, *, after: str | None = None,

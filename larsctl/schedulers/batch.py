@@ -23,7 +23,7 @@ import re
 import shlex
 from pathlib import Path
 
-from larsctl.launch import Launch, setup_lines
+from larsctl.schedulers.launch import Launch, setup_lines
 
 RESTARTS_FILE = "restarts"
 REQUEUE = 75  # trainer.exitcodes.REQUEUE (EX_TEMPFAIL)

@@ -21,8 +21,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from larsctl.jobdir import JobPaths, atomic_write
-from larsctl.launch import LaunchError, build_launch
+from larsctl.jobs.paths import JobPaths, atomic_write
+from larsctl.schedulers.launch import LaunchError, build_launch
 from larsctl.schedulers.batch import (FILE_DIRECTIVE, RESTARTS_FILE, body, directive_value,
                                       restart_record)
 from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError

@@ -25,8 +25,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from larsctl.launch import build_launch, value_of
-from larsctl.profiles import walltime_seconds
+from larsctl.schedulers.launch import build_launch, value_of
+from larsctl.config.profiles import walltime_seconds
 from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError
 from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record, write_script
 

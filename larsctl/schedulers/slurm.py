@@ -25,7 +25,7 @@ from pathlib import Path
 
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from larsctl.launch import build_launch, value_of
+from larsctl.schedulers.launch import build_launch, value_of
 from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError
 from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record, write_script
 

@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 
-from larsctl import progress
+from larsctl.results import progress
 from larsctl.commands.status import aggregate
-from larsctl.registry import Registry
+from larsctl.jobs.registry import Registry
 from larsctl.schedulers.base import JobState as S
 
 

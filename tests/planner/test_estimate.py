@@ -1,6 +1,6 @@
 """The time model: ring-allreduce arithmetic, and published wall times it must come near.
 
-Tolerances are what the model reaches with its documented tables (larsctl/estimate.py):
+Tolerances are what the model reaches with its documented tables (larsctl/planning/estimate.py):
 Goyal et al. 2017 within 10 %, MLPerf v0.6 NVIDIA within 25 % (its 1.33 min include
 evaluation every 4 epochs, which the model does not count).
 """
@@ -10,9 +10,9 @@ import math
 
 import pytest
 
-from larsctl.estimate import (INTER_NODE_ALPHA, INTRA_NODE_ALPHA, LINK_EFFICIENCY,
+from larsctl.planning.estimate import (INTER_NODE_ALPHA, INTRA_NODE_ALPHA, LINK_EFFICIENCY,
                               allreduce_seconds, throughput)
-from larsctl.planner import Cluster, PlanRequest, make_plan
+from larsctl.planning.planner import Cluster, PlanRequest, make_plan
 
 DAY = 86400
 

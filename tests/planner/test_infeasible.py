@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from larsctl.errors import UserError
-from larsctl.planner import Cluster, PlanError, PlanRequest, make_plan
-from larsctl.profiles import load_profile
-from larsctl.spec import resolve_job
+from larsctl.planning.planner import Cluster, PlanError, PlanRequest, make_plan
+from larsctl.config.profiles import load_profile
+from larsctl.planning.spec import resolve_job
 
 # two nodes of 4 V100, 10 min walltime, 5 min signal margin
 TINY = Cluster("tiny", 2, 4, "V100-16GB", 100.0, 600, 300)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from larsctl.recipes import RecipeError, load_recipe
-from larsctl.spec import resolve_job
+from larsctl.config.recipes import RecipeError, load_recipe
+from larsctl.planning.spec import resolve_job
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = ["name: r", "model: resnet50", "target_batch: 1024", "trainer:", "  wd: 0.0001"]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from larsctl.planner import Cluster, PlanRequest, lr_by_rule, make_plan, pretty_power, \
+from larsctl.planning.planner import Cluster, PlanRequest, lr_by_rule, make_plan, pretty_power, \
     pretty_warmup
-from larsctl.profiles import load_profile
-from larsctl.spec import resolve_job
+from larsctl.config.profiles import load_profile
+from larsctl.planning.spec import resolve_job
 
 REPO = Path(__file__).resolve().parents[2]
 

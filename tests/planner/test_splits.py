@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from larsctl.planner import Cluster, PlanRequest, make_plan, max_per_gpu_batch
-from larsctl.profiles import load_profile
+from larsctl.planning.planner import Cluster, PlanRequest, make_plan, max_per_gpu_batch
+from larsctl.config.profiles import load_profile
 
 # (profile, target, per-GPU batch or None) -> (nodes, ranks per node, per-GPU batch, k)
 SPLITS = {

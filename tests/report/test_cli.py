@@ -17,7 +17,7 @@ from PIL import Image
 
 from larsctl.cli import cli
 from larsctl.commands.report import free_port
-from larsctl.registry import JobRecord, Registry
+from larsctl.jobs.registry import JobRecord, Registry
 
 
 def run(*args):

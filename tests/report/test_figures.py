@@ -11,8 +11,8 @@ import pytest
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from larsctl import plots, tables
-from larsctl.results import load_run
+from larsctl.results import plots, tables
+from larsctl.results.runs import load_run
 
 
 def jsonl(path):

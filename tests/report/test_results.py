@@ -1,4 +1,4 @@
-"""larsctl.results on real event files (torch's SummaryWriter) and real metrics.jsonl."""
+"""larsctl.results.runs on real event files (torch's SummaryWriter) and real metrics.jsonl."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from larsctl.results import NoResults, TAGS, load_run, read_metrics
+from larsctl.results.runs import NoResults, TAGS, load_run, read_metrics
 
 
 def jsonl(path):

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from larsctl.profiles import load_profile
-from larsctl.spec import resolve_job
+from larsctl.config.profiles import load_profile
+from larsctl.planning.spec import resolve_job
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

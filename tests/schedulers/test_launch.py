@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from larsctl.launch import LaunchError, build_launch, shell_path
+from larsctl.schedulers.launch import LaunchError, build_launch, shell_path
 
 
 def _line(support, mpi, engine="horovod", scheduler="slurm", **update):
@@ -111,7 +111,7 @@ def test_local_launch_line_starts_two_real_ranks(support, tmp_path, mpi, engine)
 
 
 def test_profile_env_and_container_options_are_not_repeated(support):
-    from larsctl.profiles import Container
+    from larsctl.config.profiles import Container
     box = Container(runtime="singularity", image="/i.sif", options=["--nv"])
     launch, _ = _line(support, "openmpi", env={"NCCL_DEBUG": "INFO"}, container=box, gpu_type="V100-16GB")
     assert launch.line.count("-x NCCL_DEBUG") == 1 and launch.line.count("--nv") == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from larsctl.launch import LaunchError
+from larsctl.schedulers.launch import LaunchError
 from larsctl.schedulers import get_scheduler
 
 FIXTURES = sorted(p.stem for p in (Path(__file__).parent / "profiles").glob("*.yaml"))

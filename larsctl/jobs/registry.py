@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from larsctl import jobdir
+from larsctl.jobs import paths as jobdir
 from larsctl.errors import Failure, UserError
 
 BUSY_TIMEOUT_S = 30.0

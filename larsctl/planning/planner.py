@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
 from larsctl.errors import UserError
-from larsctl.estimate import IMAGENET_TRAIN_IMAGES, Estimate, estimate
+from larsctl.planning.estimate import IMAGENET_TRAIN_IMAGES, Estimate, estimate
 
 MODELS = ("resnet18", "resnet50", "resnet101")
 PRECISIONS = ("fp32", "fp16", "bf16")

@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from larsctl.errors import UserError
-from larsctl.profiles import Name, choices
-from larsctl.yamlio import load_model
+from larsctl.config.profiles import Name, choices
+from larsctl.config.yamlio import load_model
 
 PATH_OPTIONS = ("train_dir", "val_dir", "data_dir", "log_dir", "out_dir", "checkpoint_format")
 

@@ -137,7 +137,7 @@ def estimate(*, gpu_type: str, model: str, precision: str, image_size: int, rank
             f"{LINK_EFFICIENCY:.0%} efficiency")
     assumptions = (
         f"throughput {rate:,.0f} img/s per {'worker' if gpu_type == 'cpu' else 'GPU'} "
-        f"({gpu_type}, {model}, {precision}, {image_size} px; see larsctl/estimate.py)",
+        f"({gpu_type}, {model}, {precision}, {image_size} px; see larsctl/planning/estimate.py)",
         f"allreduce of {PARAMETERS[model] / 1e6:.1f}M parameters in "
         f"{'fp16' if fp16_allreduce else 'fp32'} ({grad_bytes / 1e6:.1f} MB) over {ranks} "
         f"ranks, {link}: {comm * 1e3:.2f} ms per step",

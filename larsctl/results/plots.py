@@ -16,8 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from larsctl import tables
-from larsctl.results import TAGS, Run, Summary
+from larsctl.results import tables
+from larsctl.results.runs import TAGS, Run, Summary
 
 
 @dataclass(frozen=True)

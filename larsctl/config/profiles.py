@@ -18,7 +18,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 import larsctl
 from larsctl.errors import UserError
-from larsctl.yamlio import load_model
+from larsctl.config.yamlio import load_model
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

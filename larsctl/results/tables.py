@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from larsctl.results import Summary
+from larsctl.results.runs import Summary
 
 DASH = "-"
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from larsctl.planner import Cluster, Plan, PlanError, PlanRequest, make_plan, max_per_gpu_batch
-from larsctl.profiles import ClusterProfile, expand_path, load_profile
-from larsctl.recipes import PATH_OPTIONS, Recipe, load_recipe
+from larsctl.planning.planner import Cluster, Plan, PlanError, PlanRequest, make_plan, max_per_gpu_batch
+from larsctl.config.profiles import ClusterProfile, expand_path, load_profile
+from larsctl.config.recipes import PATH_OPTIONS, Recipe, load_recipe
 
 PLAN_FLAGS = ("target_batch", "gpus", "per_gpu_batch", "model", "epochs", "precision",
               "lr_rule", "name")

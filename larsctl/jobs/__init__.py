@@ -1,0 +1,2 @@
+"""Jobs once planned: their directories, the registry of records and the lifecycle
+(submit, refresh, cancel, resume) that the commands call."""

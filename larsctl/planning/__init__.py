@@ -1,0 +1,1 @@
+"""Profile + recipe -> plan -> job spec: hardware facts, the planner, the time estimate (pure)."""

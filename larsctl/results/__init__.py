@@ -1,0 +1,1 @@
+"""What jobs produced: metrics.jsonl, TensorBoard curves, final numbers, tables and figures."""
