@@ -145,6 +145,19 @@ def test_lars_invalid_group_override_names_the_argument(group, name):
         Lars([{"params": [torch.zeros(2)], **group}], lr=0.1)
 
 
+@pytest.mark.parametrize("make", [lambda p: Lars([p], lr=0.1), lambda p: Lamb([p], lr=0.1)],
+                         ids=["lars", "lamb"])
+def test_a_rejected_param_group_is_not_added(make):
+    # torch.optim validates a group before appending it; a rejected group must not
+    # stay behind in param_groups (a caller that catches the error keeps a sane optimizer).
+    opt = make(torch.zeros(2))
+    with pytest.raises(ValueError):
+        opt.add_param_group({"params": [torch.zeros(3)], "lr": -1.0})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": [torch.zeros(3)], "lr": 0.5})
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
+
+
 LAMB_BAD = [({"lr": -1.0}, "lr"), ({"betas": (0.9, 1.0)}, r"betas\[1\]"), ({"betas": (-0.1, 0.9)}, r"betas\[0\]"),
             ({"betas": 0.9}, "betas"), ({"eps": 0.0}, "eps"), ({"weight_decay": -0.01}, "weight_decay"),
             ({"foreach": 1}, "foreach")]

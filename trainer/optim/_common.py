@@ -129,9 +129,12 @@ class CheckedOptimizer(Optimizer):
     newer_keys: ClassVar[dict] = {}
 
     def add_param_group(self, param_group: dict) -> None:
+        # Groups may override any default, so the merged group is what counts; it is
+        # checked before torch appends it (as torch validates first), so a rejected
+        # group never stays behind in param_groups.
+        if isinstance(param_group, dict):
+            type(self).check_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
-        # Groups may override any default, so the merged group is what counts.
-        type(self).check_group(self.param_groups[-1])
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
