@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import yaml
@@ -21,11 +22,18 @@ NEW_FLAGS = ("--config --engine --data --max-steps --checkpoint-every-steps --am
 
 
 def test_help_lists_every_flag_with_help_text():
+    # Whole flags, not substrings: "--data" must not be satisfied by "--data-dir".
     text = build_parser().format_help()
+    shown = set(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)", text))
     for flag in REFERENCE_FLAGS + NEW_FLAGS:
-        assert flag in text, flag
+        assert flag in shown, flag
     for action in build_parser()._actions:
         assert action.help, action.option_strings
+
+
+def test_every_option_of_the_table_is_a_flag():
+    flags = {s for action in build_parser()._actions for s in action.option_strings}
+    assert {o.flag for o in OPTIONS} <= flags
 
 
 def test_flags_override_job_yaml_trainer_section(tmp_path):
