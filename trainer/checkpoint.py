@@ -28,32 +28,11 @@ from typing import Any
 import torch
 
 from trainer.errors import BadInput
+from trainer.fsio import TEMP_GLOB, atomic_write, atomic_writer
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model_name", "model", "optimizer", "scheduler", "scaler", "epoch",
                  "step_in_epoch", "global_step", "world_size", "batches_per_allreduce", "batch_size", "config")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
 
 
 def sha256_file(path: Path) -> str:
@@ -86,28 +65,19 @@ class CheckpointStore:
         """Write atomically, then its sidecar, then delete the oldest beyond `keep`."""
         path = self.path_for(state["global_step"], state["epoch"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            digest = sha256_file(tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        _fsync_dir(path.parent)
+        with atomic_writer(path) as f:
+            torch.save(state, f)
+        digest = sha256_file(path)
         meta = {"sha256": digest, "step": state["global_step"], "epoch": state["epoch"],
                 "model": state["model_name"]}
-        atomic_write_bytes(Path(f"{path}.sha256"), (json.dumps(meta) + "\n").encode())
+        atomic_write(Path(f"{path}.sha256"), (json.dumps(meta) + "\n").encode())
         self._prune()
         return path
 
     def remove_temporaries(self) -> None:
         """Delete temporary files of writes that a crash interrupted (never valid checkpoints)."""
         directory = self.path_for(0, 0).parent
-        for tmp in glob.glob(str(directory / ".*.tmp.*")):
+        for tmp in glob.glob(str(directory / TEMP_GLOB)):
             try:
                 os.unlink(tmp)
             except FileNotFoundError:

@@ -3,13 +3,18 @@
 The `trainer:` section of a larsctl job.yaml uses the same names as the flags with
 `_` for `-`.  `resolve()` is pure: it merges defaults <- YAML <- flags, checks types
 and ranges, and returns a frozen `TrainConfig` or raises `BadInput`.
+
+This table is the one schema of trainer options: larsctl derives its recipe
+model's `trainer:` section from it (larsctl/config/recipes.py, checking each value
+with `check_value`), and the defaults of larsctl jobs (`JOB_DEFAULTS`: the published
+LARS ResNet-50 settings where they differ from the reference script's flag defaults).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from trainer.errors import BadInput
 
@@ -23,6 +28,8 @@ class Option:
     choices: tuple[str, ...] | None = None
     minimum: float | None = None  # inclusive lower bound for numbers
     positive: bool = False  # strictly > 0
+    below: float | None = None  # exclusive upper bound for numbers
+    job_default: Any = None  # what larsctl jobs use when a recipe is silent (None: `default`)
 
     @property
     def flag(self) -> str:
@@ -48,13 +55,14 @@ OPTIONS: tuple[Option, ...] = (
            minimum=1),
     Option("base_lr", float, 0.0125, "Learning rate before --lr-scaling.", positive=True),
     Option("warmup_epochs", float, 5.0, "Linear warm-up length in (fractional) epochs.", minimum=0),
-    Option("momentum", float, 0.9, "Momentum.", minimum=0),
-    Option("wd", float, 5e-5, "Weight decay.", minimum=0),
+    Option("momentum", float, 0.9, "Momentum (0..1).", minimum=0, below=1),
+    Option("wd", float, 5e-5, "Weight decay.", minimum=0, job_default=1e-4),
     Option("epsilon", float, 1e-5, "LARS/LAMB epsilon added to the norm ratio denominator.", minimum=0),
-    Option("label_smoothing", float, 0.0, "Label smoothing of the cross-entropy loss (0..1).", minimum=0),
+    Option("label_smoothing", float, 0.0, "Label smoothing of the cross-entropy loss (0..1).", minimum=0,
+           below=1, job_default=0.1),
     Option("base_op", str, "lars", "Optimizer.", choices=("lars", "lamb", "sgd")),
     Option("bn_bias_separately", bool, False, "Exclude BatchNorm and bias parameters from LARS adaptation "
-           "and weight decay."),
+           "and weight decay.", job_default=True),
     Option("lr_scaling", str, "keep", "keep: lr = base_lr; linear: base_lr x workers x k; "
            "sqrt: base_lr x sqrt(workers x k).", choices=("keep", "linear", "sqrt")),
     Option("no_cuda", bool, False, "Train on CPU even when a GPU is present."),
@@ -93,6 +101,9 @@ OPTIONS: tuple[Option, ...] = (
            "benchmarking: bit-identical reruns and resumes."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
+# larsctl jobs train with the published LARS ResNet-50 settings (reference README: weight
+# decay 1e-4, label smoothing 0.1, BatchNorm and bias excluded) unless a recipe says otherwise.
+JOB_DEFAULTS = {o.name: o.job_default for o in OPTIONS if o.job_default is not None}
 
 
 @dataclass(frozen=True)
@@ -148,85 +159,121 @@ class TrainConfig:
 assert [f.name for f in dataclasses.fields(TrainConfig)] == [o.name for o in OPTIONS]
 
 
-def _coerce(opt: Option, value: Any, where: str) -> Any:
+class OptionValueError(ValueError):
+    """What a value of one option should have been (`expected ...`), without where it came from."""
+
+
+def _coerce(opt: Option, value: Any) -> Any:
     """Type-check one value from YAML (flags are already typed by argparse)."""
     if value is None:
         if opt.default is None:
             return None
-        raise BadInput(f"{where}: expected {opt.type.__name__}, got null")
+        raise OptionValueError(f"expected {opt.type.__name__}, not null")
     if opt.type is bool:
         if not isinstance(value, bool):
-            raise BadInput(f"{where}: expected true or false, got {value!r}")
+            raise OptionValueError("expected true or false")
         return value
     if opt.type is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise BadInput(f"{where}: expected an integer, got {value!r}")
+            raise OptionValueError("expected an integer")
         return value
     if opt.type is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadInput(f"{where}: expected a number, got {value!r}")
+            raise OptionValueError("expected a number")
         return float(value)
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise BadInput(f"{where}: expected a string, got {value!r}")
+        raise OptionValueError("expected a string")
     return str(value)
 
 
-def _check(opt: Option, value: Any, where: str) -> None:
+def _check(opt: Option, value: Any) -> None:
     if value is None:
         return
     if opt.choices is not None and value not in opt.choices:
-        raise BadInput(f"{where}: {value!r} is not one of {', '.join(opt.choices)}")
+        raise OptionValueError(f"expected one of {', '.join(opt.choices)}" if len(opt.choices) > 1
+                               else f"expected {opt.choices[0]}")
     if opt.type in (int, float):
         if isinstance(value, float) and not math.isfinite(value):
-            raise BadInput(f"{where}: expected a finite number, got {value!r}")
+            raise OptionValueError("expected a finite number")
         if opt.minimum is not None and value < opt.minimum:
-            raise BadInput(f"{where}: expected >= {opt.minimum:g}, got {value!r}")
+            raise OptionValueError(f"expected >= {opt.minimum:g}")
         if opt.positive and value <= 0:
-            raise BadInput(f"{where}: expected > 0, got {value!r}")
+            raise OptionValueError("expected > 0")
+        if opt.below is not None and value >= opt.below:
+            raise OptionValueError(f"expected < {opt.below:g}")
 
 
-def resolve(from_file: Mapping[str, Any], from_flags: Mapping[str, Any], source: str = "--config") -> TrainConfig:
-    """Merge defaults <- file <- flags; every value is type- and range-checked."""
+def check_value(opt: Option, value: Any) -> Any:
+    """``value`` of option ``opt``, typed (ints as floats for float options) and range-checked;
+    OptionValueError says what was expected."""
+    value = _coerce(opt, value)
+    _check(opt, value)
+    return value
+
+
+def resolve(from_file: Mapping[str, Any], from_flags: Mapping[str, Any], source: str = "--config",
+            require_data: bool = True, where: Callable[[str], str] | None = None) -> TrainConfig:
+    """Merge defaults <- file <- flags; every value is type- and range-checked.
+
+    ``require_data=False`` accepts a config without any data source (larsctl plans
+    jobs before their data is known; it refuses to submit them).  ``where(name)`` names
+    an option in messages (default: its flag, or ``<source>: name`` when it came from
+    the file).
+    """
     values = {o.name: o.default for o in OPTIONS}
     for key, value in from_file.items():
         opt = BY_NAME.get(str(key).replace("-", "_"))
         if opt is None:
             raise BadInput(f"{source}: {key}: unknown trainer option (valid: {', '.join(sorted(BY_NAME))})")
-        values[opt.name] = _coerce(opt, value, f"{source}: {key}")
+        try:
+            values[opt.name] = _coerce(opt, value)
+        except OptionValueError as exc:
+            raise BadInput(f"{source}: {key}: {exc}, got {value!r}") from None
     values.update(from_flags)
+
+    def default_where(name: str) -> str:
+        return f"{source}: {name}" if name in from_file and name not in from_flags else BY_NAME[name].flag
+
+    where = where or default_where
+
     for opt in OPTIONS:
-        where = f"{source}: {opt.name}" if opt.name in from_file and opt.name not in from_flags else opt.flag
-        _check(opt, values[opt.name], where)
+        try:
+            _check(opt, values[opt.name])
+        except OptionValueError as exc:
+            raise BadInput(f"{where(opt.name)}: {exc}, got {values[opt.name]!r}") from None
     cfg = TrainConfig(**values)
-    _check_combinations(cfg)
+    _check_combinations(cfg, where, require_data)
     return cfg
 
 
-def _check_combinations(cfg: TrainConfig) -> None:
-    if cfg.label_smoothing >= 1:
-        raise BadInput(f"--label-smoothing: expected < 1, got {cfg.label_smoothing}")
+def _check_combinations(cfg: TrainConfig, where, require_data: bool) -> None:
     if cfg.warmup_epochs > cfg.epochs:
-        raise BadInput(f"--warmup-epochs: {cfg.warmup_epochs:g} is longer than --epochs {cfg.epochs}")
+        raise BadInput(f"{where('warmup_epochs')}: {cfg.warmup_epochs:g} is longer than "
+                       f"{where('epochs')} {cfg.epochs}")
     if cfg.checkpoint_format is not None and "{step" not in cfg.checkpoint_format \
             and "{epoch" not in cfg.checkpoint_format:
-        raise BadInput(f"--checkpoint-format: {cfg.checkpoint_format!r} needs a {{step}} or {{epoch}} field")
+        raise BadInput(f"{where('checkpoint_format')}: {cfg.checkpoint_format!r} needs a {{step}} or {{epoch}} field")
     if cfg.checkpoint_format is not None:
         try:
             cfg.checkpoint_format.format(step=0, epoch=0)
         except (KeyError, IndexError, ValueError) as exc:
-            raise BadInput(f"--checkpoint-format: {cfg.checkpoint_format!r}: only {{step}} and {{epoch}} "
+            raise BadInput(f"{where('checkpoint_format')}: {cfg.checkpoint_format!r}: only {{step}} and {{epoch}} "
                            f"fields are known ({exc})") from None
     if cfg.data == "synthetic":
         return
+    if cfg.num_classes is not None:
+        raise BadInput(f"{where('num_classes')}: applies to data synthetic only; real data sets take it from "
+                       "the data")
+    if not require_data:
+        return
     if cfg.dataset is None and cfg.data_dir is None and cfg.train_dir is None:
-        raise BadInput("no data: give --dataset digits, --train-dir/--val-dir, --data-dir, or --data synthetic")
+        raise BadInput(f"no data: give {where('dataset')} digits, {where('train_dir')}/{where('val_dir')}, "
+                       f"{where('data_dir')}, or {where('data')} synthetic")
     if cfg.dataset is None:
         if data_kind(cfg) == "imagefolder" and (cfg.train_dir is None or cfg.val_dir is None):
-            raise BadInput("--data imagefolder needs both --train-dir and --val-dir")
+            raise BadInput(f"{where('data')} imagefolder needs both {where('train_dir')} and {where('val_dir')}")
         if data_kind(cfg) == "dali" and cfg.data_dir is None:
-            raise BadInput("--data dali needs --data-dir (TFRecord root)")
-    if cfg.num_classes is not None:
-        raise BadInput("--num-classes applies to --data synthetic only; real data sets take it from the data")
+            raise BadInput(f"{where('data')} dali needs {where('data_dir')} (TFRecord root)")
 
 
 def data_kind(cfg: TrainConfig) -> str:

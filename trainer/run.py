@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from trainer import exitcodes
+from trainer import exitcodes, outputs
 from trainer.checkpoint import FORMAT_VERSION, CheckpointStore
 from trainer.config import TrainConfig, data_kind, scaled_lr
 from trainer.engines import Engine, create_engine
@@ -24,7 +24,7 @@ from trainer.errors import BadInput
 from trainer.loop import StepContext, evaluate, train_step
 from trainer.metrics import MetricsLogger, Progress
 from trainer.models import build_model
-from trainer.signals import StopFlag
+from trainer.signals import STOP_CHECK_EVERY_STEPS, StopFlag
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -40,8 +40,9 @@ class Paths:
 def job_paths(cfg: TrainConfig) -> Paths:
     """Every output path from the config; no timestamps, so a restarted job finds its checkpoints."""
     out = Path(cfg.out_dir)
-    pattern = cfg.checkpoint_format or str(out / "checkpoints" / "checkpoint-{step:08d}.pt")
-    return Paths(out, Path(cfg.log_dir) if cfg.log_dir else out / "tensorboard", pattern, out / "metrics.jsonl")
+    pattern = cfg.checkpoint_format or str(out / outputs.CHECKPOINT_DIR / outputs.CHECKPOINT_NAME)
+    tensorboard = Path(cfg.log_dir) if cfg.log_dir else out / outputs.TENSORBOARD_DIR
+    return Paths(out, tensorboard, pattern, out / outputs.METRICS_FILE)
 
 
 def reseed(seed: int, rank: int, step: int) -> None:
@@ -231,6 +232,7 @@ class Run:
         cfg, k = self.cfg, self.cfg.batches_per_allreduce
         window = torch.zeros(3, device=ctx.device)
         window_start, window_steps = time.perf_counter(), 0
+        first_step = global_step + 1
         while epoch < cfg.epochs:
             loaders.set_epoch(epoch, start_batch=step_in_epoch * k)
             batches = iter(loaders.train)
@@ -238,8 +240,12 @@ class Run:
                 window += step_once(ctx, scheduler, [next(batches) for _ in range(k)], cfg.seed, engine.rank,
                                     global_step)
                 global_step, step_in_epoch, window_steps = global_step + 1, step_in_epoch + 1, window_steps + 1
+                stop = False
                 if global_step % cfg.log_every_steps == 0 or global_step == total_steps:
-                    loss_sum, correct, n = engine.allreduce_sum(window).tolist()
+                    # The stop flag rides along in the metrics allreduce.
+                    totals = engine.allreduce_sum(torch.cat([window, flag.local(ctx.device)]))
+                    loss_sum, correct, n, stops = totals.tolist()
+                    stop = stops > 0
                     elapsed = time.perf_counter() - window_start
                     ips = window_steps * effective_batch / max(elapsed, 1e-9)
                     lr = ctx.optimizer.param_groups[0]["lr"]
@@ -250,7 +256,11 @@ class Run:
                                     loss=loss_sum / n, accuracy=correct / n, lr=lr, images_per_sec=ips)
                     window.zero_()
                     window_start, window_steps = time.perf_counter(), 0
-                if flag.agreed(engine):
+                elif (global_step == first_step or global_step % STOP_CHECK_EVERY_STEPS == 0
+                      or step_in_epoch == steps_per_epoch
+                      or (cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0)):
+                    stop = flag.agreed(engine)  # the same steps on every rank: all stop together
+                if stop:
                     checkpoint(epoch, step_in_epoch, global_step)
                     log.event("preempted", global_step, global_step / steps_per_epoch,
                               message=f"signal {flag.signum if flag.raised else 'on another rank'}; "

@@ -84,3 +84,29 @@ def test_amp_and_channels_last_steps_update_the_weights(amp):
     assert sum(changed) > len(changed) // 2
     if amp == "fp16":
         assert ctx.scaler.get_scale() == 2.0**8  # no overflow, no back-off
+
+
+def test_the_stop_flag_is_not_agreed_on_every_step(tmp_path):
+    """A GPU step must not wait for the host: the flag is summed over ranks on the first
+    step, every STOP_CHECK_EVERY_STEPS steps and on log steps (inside the metrics
+    allreduce), not after every step.  A spy on the real engine counts the allreduces."""
+    from trainer.config import resolve
+    from trainer.run import Run
+    from trainer.signals import STOP_CHECK_EVERY_STEPS, StopFlag
+
+    class CountingEngine(DDPEngine):
+        calls = 0
+
+        def allreduce_sum(self, tensor):
+            CountingEngine.calls += 1
+            return super().allreduce_sum(tensor)
+
+    steps = 3 * STOP_CHECK_EVERY_STEPS - 5
+    cfg = resolve({}, {"data": "synthetic", "num_classes": 4, "synthetic_length": 8 * 4 * steps,
+                       "batch_size": 8, "epochs": 1, "warmup_epochs": 0.0, "max_steps": steps,
+                       "log_every_steps": 1000, "model": "resnet18", "image_size": 16, "workers": 0,
+                       "no_cuda": True, "engine": "ddp", "out_dir": str(tmp_path)})
+    assert Run(cfg)._train(CountingEngine(use_cuda=False), StopFlag(), False) == 0
+    assert [r["step"] for r in records(tmp_path) if r["kind"] == "train"] == [steps]
+    # steps 1, 10, 20 and the final log step, then one validation pass: not one per step.
+    assert CountingEngine.calls <= steps // STOP_CHECK_EVERY_STEPS + 3, CountingEngine.calls

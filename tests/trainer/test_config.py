@@ -56,7 +56,7 @@ def test_whole_mapping_is_options_when_there_is_no_trainer_section(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("trainer: {bogus_key: 1}", "bogus_key: unknown trainer option"),
     ("trainer: {batch_size: '64'}", "batch_size: expected an integer"),
-    ("trainer: {base_op: adam, data: synthetic}", "'adam' is not one of lars, lamb, sgd"),
+    ("trainer: {base_op: adam, data: synthetic}", "base_op: expected one of lars, lamb, sgd, got 'adam'"),
     ("trainer: [1, 2]", "trainer: expected a mapping"),
     ("trainer: {model: [unclosed", "not valid YAML"),
 ])
