@@ -28,3 +28,8 @@ class Failure(click.ClickException):
 def one_line(text: object) -> str:
     """A multi-line message (a tool's stderr) joined into one line with "; "."""
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr (the command goes on)."""
+    click.echo(f"Warning: {message}", err=True)

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from larsctl.jobs.paths import RANK_PREFIX, JobPaths
-from larsctl.jobs.registry import Registry
-
-FOLLOW_INTERVAL_S = 1.0
 
 
 def _segment_key(path: Path):
@@ -84,16 +80,16 @@ def logs(job_id, follow, rank):
       larsctl logs demo-20250101-120000-ab12
       larsctl logs demo-20250101-120000-ab12 --rank 1 --follow
     """
-    from larsctl.commands.status import refresh, require_dir
+    from larsctl.errors import UserError
+    from larsctl.jobs import lifecycle
+    from larsctl.jobs.registry import Registry
 
     registry = Registry()
     record = registry.get(job_id)
-    require_dir(record)
+    lifecycle.require_dir(record)
     paths = record.paths
-    ranks = _ranks(paths)
-    if rank is not None and ranks is not None and rank >= ranks:
-        from larsctl.errors import UserError
-
+    ranks = lifecycle.spec_of(record).plan.gpus
+    if rank is not None and rank >= ranks:
         raise UserError(f"--rank {rank}: job {job_id} has {ranks} ranks (0..{ranks - 1})")
     tails: dict[Path, _Tail] = {}
 
@@ -123,26 +119,7 @@ def logs(job_id, follow, rank):
             sys.stdout.write("".join(pick(lines, filtered)))
         sys.stdout.flush()
 
-    if not follow:
-        drain(final=True)
-        return
-    while True:
-        drain(final=False)
-        rows, _ = refresh(registry, [registry.get(job_id)])
-        if rows[0].warnings or _done(rows[0].state):
-            drain(final=True)  # what was written between the last read and the end
-            return
-        time.sleep(FOLLOW_INTERVAL_S)
-
-
-def _done(state: str) -> bool:
-    return state in ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED")
-
-
-def _ranks(paths: JobPaths) -> int | None:
-    import yaml
-
-    try:
-        return int(yaml.safe_load(paths.job_yaml.read_text())["plan"]["gpus"])
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
-        return None
+    if follow:
+        for _ in lifecycle.watch(registry, [job_id]):
+            drain(final=False)
+    drain(final=True)  # what was written between the last read and the end

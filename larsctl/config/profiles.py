@@ -18,7 +18,9 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 import larsctl
 from larsctl.errors import UserError
+from larsctl.config.env import config_dir, expand_path
 from larsctl.config.yamlio import load_model
+from larsctl.planning.hardware import GPUS
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -37,8 +39,7 @@ def choices(name: str, *values: str) -> type[enum.Enum]:
 
 
 Scheduler = choices("Scheduler", "local", "slurm", "pbs")
-GpuType = choices("GpuType", "V100-16GB", "V100-32GB", "P100-12GB", "P100-16GB", "A100-40GB",
-                  "A100-80GB", "H100-80GB", "cpu")
+GpuType = choices("GpuType", *GPUS)
 Mpi = choices("Mpi", "openmpi", "mpich", "intelmpi", "mvapich2", "srun-pmix", "gloo")
 Engine = choices("Engine", "horovod", "ddp")
 # gres: #SBATCH --gres=gpu:N; gpus-per-node: #SBATCH --gpus-per-node=N
@@ -159,26 +160,12 @@ class ClusterProfile(BaseModel):
         return self.model_dump(mode="json")
 
 
-def larsctl_home() -> Path:
-    return Path(os.environ.get("LARSCTL_HOME") or "~/.local/share/larsctl").expanduser()
-
-
-def expand_path(text: str) -> str:
-    """Expand ``~`` and $VARS; LARSCTL_HOME falls back to its documented default."""
-    env = dict(os.environ)
-    env.setdefault("LARSCTL_HOME", str(larsctl_home()))
-    expanded = re.sub(r"\$(\w+)|\$\{(\w+)\}",
-                      lambda m: env.get(m.group(1) or m.group(2), m.group(0)), text)
-    return os.path.expanduser(expanded)
-
-
 def shipped_dir() -> Path:
     return Path(larsctl.__file__).resolve().parent.parent / "clusters"
 
 
 def user_dir() -> Path:
-    base = os.environ.get("LARSCTL_CONFIG_DIR") or "~/.config/larsctl"
-    return Path(base).expanduser() / "clusters"
+    return config_dir() / "clusters"
 
 
 def read_profile(path: Path | str) -> ClusterProfile:

@@ -7,8 +7,9 @@ a ``trainer:`` section of trainer options (same names as ``python -m trainer``
 flags with ``_``).  Options the planner decides (batch_size, base_lr, ...) are
 rejected there and must be set at the top level.
 
-Paths in the trainer section (train_dir, val_dir, data_dir, log_dir, out_dir,
-checkpoint_format) may use ``~`` and ``$VAR``/``${VAR}``; they are expanded
+The trainer section is derived from the trainer's own option table
+(trainer/config.py); values are checked by the trainer's own ``check_value``.
+Data paths in it (train_dir, val_dir, data_dir) may use ``~`` and ``$VAR``/``${VAR}``; they are expanded
 when the job is resolved (``larsctl plan``/``submit``, on the login node), so the
 job.yaml the trainer reads holds absolute paths.  A variable that is not set
 stays as written and is reported by ``JobSpec.unset_variables``.
@@ -16,86 +17,100 @@ stays as written and is reported by ``JobSpec.unset_variables``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from larsctl.errors import UserError
 from larsctl.config.profiles import Name, choices
 from larsctl.config.yamlio import load_model
-
-PATH_OPTIONS = ("train_dir", "val_dir", "data_dir", "log_dir", "out_dir", "checkpoint_format")
-
+from larsctl.planning.hardware import MODELS, PRECISIONS
+from larsctl.planning.planner import LR_RULES
+from trainer.config import BY_NAME as OPTIONS_BY_NAME
+from trainer.config import OPTIONS, Option, OptionValueError, check_value
 
 class RecipeError(UserError):
     """An invalid recipe file (exit 2, one line with file and line)."""
 
 
-Model = choices("Model", "resnet18", "resnet50", "resnet101")
-Precision = choices("Precision", "fp32", "fp16", "bf16")
-LrRule = choices("LrRule", "legw", "sqrt", "linear")
+Model = choices("Model", *MODELS)
+Precision = choices("Precision", *PRECISIONS)
+LrRule = choices("LrRule", *LR_RULES)
+
+# Trainer options whose value the planner decides, and where the user sets what they follow
+# from: (recipe key at the top level, flag of plan/submit/script).  The job paths are the
+# planner's too: report, tensorboard and resume look for the job's files in its directory.
+PLANNER_OWNED: dict[str, tuple[str | None, str]] = {
+    "batch_size": ("per_gpu_batch", "--per-gpu-batch"),
+    "batches_per_allreduce": ("target_batch", "--target-batch"),
+    "model": ("model", "--model"),
+    "epochs": ("epochs", "--epochs"),
+    "base_lr": ("base_lr", "--base-lr"),
+    "warmup_epochs": ("warmup_epochs", "--warmup-epochs"),
+    "epsilon": ("epsilon", "--epsilon"),
+    "lr_scaling": ("base_lr", "--base-lr"),
+    "amp": ("precision", "--precision"),
+    "engine": (None, "the cluster profile's engine"),
+    "out_dir": (None, "the job directory"),
+    "log_dir": (None, "the job directory"),
+    "checkpoint_format": (None, "the job directory"),
+}
+# Trainer paths a recipe may set: expanded (~, $VARS) when the job is resolved.
+PATH_OPTIONS = ("train_dir", "val_dir", "data_dir")
 
 
-def _planner_owned(where: str):
-    def reject(value: Any) -> Any:
-        raise ValueError(f"decided by the planner; {where}")
-    return AfterValidator(reject)
+def owned_message(option: str, flags: bool) -> str:
+    """Why ``option`` cannot be set, and what to set instead (recipe key or command-line flag)."""
+    key, flag = PLANNER_OWNED[option]
+    if key is None:
+        if flag == "the job directory":
+            return ("decided by the planner: the job directory holds the checkpoints, event files "
+                    "and metrics where report, tensorboard and resume look")
+        return f"decided by the planner; set it in {flag}"
+    final = " (jobs pass the final LR with lr_scaling keep)" if option == "lr_scaling" else ""
+    return (f"decided by the planner{final}; use {flag}" if flags
+            else f"decided by the planner{final}; set {key} at the top level")
 
 
-def Owned(where: str) -> Any:  # noqa: N802 - builds a type, used like one
-    """A trainer option the planner sets: present in a recipe -> one-line error."""
-    return Annotated[Any, _planner_owned(where)]
+def _trainer_field(opt: Option) -> Any:
+    """A recipe field for one trainer option, checked by the trainer's own ``check_value``."""
+    if opt.name in PLANNER_OWNED:
+        def refuse(value: Any) -> Any:
+            raise ValueError(owned_message(opt.name, flags=False))
+        return Annotated[Any, AfterValidator(refuse)], None
+
+    def check(value: Any) -> Any:
+        try:
+            return check_value(opt, value)
+        except OptionValueError as exc:
+            raise ValueError(str(exc)) from None
+    return Annotated[Any, BeforeValidator(check)], None
 
 
-class TrainerOptions(BaseModel):
-    """Trainer options a recipe may set (python -m trainer flags, '-' -> '_')."""
+# The recipe's `trainer:` section: every trainer option (python -m trainer flags, '-' -> '_').
+TrainerOptions = create_model(
+    "TrainerOptions", __config__=ConfigDict(extra="forbid"),
+    **{opt.name: _trainer_field(opt) for opt in OPTIONS})
 
-    model_config = ConfigDict(extra="forbid", use_enum_values=True)
 
-    # Decided by the planner from the recipe's top level and the cluster.
-    batch_size: Owned("set per_gpu_batch at the top level") = None
-    batches_per_allreduce: Owned("set target_batch (and per_gpu_batch) at the top level") = None
-    model: Owned("set model at the top level") = None
-    epochs: Owned("set epochs at the top level") = None
-    base_lr: Owned("set base_lr at the top level") = None
-    warmup_epochs: Owned("set warmup_epochs at the top level") = None
-    epsilon: Owned("set epsilon at the top level") = None
-    lr_scaling: Owned("jobs pass the final LR (lr_scaling keep); set base_lr at the top level") = None
-    engine: Owned("set engine in the cluster profile") = None
-    amp: Owned("set precision at the top level") = None
+def check_trainer_sets(values: dict[str, Any], source: str = "--set") -> dict[str, Any]:
+    """Command-line trainer options (``--set KEY=VALUE``), checked like a recipe's trainer section.
 
-    data: Literal["imagefolder", "dali", "synthetic"] | None = None
-    dataset: Literal["digits"] | None = None
-    train_dir: str | None = None
-    val_dir: str | None = None
-    data_dir: str | None = None
-    log_dir: str | None = None
-    out_dir: str | None = None
-    checkpoint_format: str | None = None
-    image_size: int | None = Field(None, ge=8)
-    val_batch_size: int | None = Field(None, ge=1)
-    workers: int | None = Field(None, ge=0)
-    fp16_allreduce: bool | None = None
-    momentum: float | None = Field(None, ge=0, lt=1)
-    wd: float | None = Field(None, ge=0)
-    label_smoothing: float | None = Field(None, ge=0, lt=1)
-    base_op: Literal["lars", "lamb", "sgd"] | None = None
-    bn_bias_separately: bool | None = None
-    lr_power: float | None = Field(None, gt=0)
-    end_lr: float | None = Field(None, ge=0)
-    lars_mode: Literal["nus", "tf"] | None = None
-    eeta: float | None = Field(None, gt=0)
-    no_cuda: bool | None = None
-    seed: int | None = None
-    max_steps: int | None = Field(None, ge=1)
-    checkpoint_every_steps: int | None = Field(None, ge=1)
-    keep_checkpoints: int | None = Field(None, ge=1)
-    log_every_steps: int | None = Field(None, ge=1)
-    channels_last: bool | None = None
-    num_classes: int | None = Field(None, ge=2)
-    synthetic_length: int | None = Field(None, ge=1)
-    norm: Literal["batch", "group"] | None = None
-    deterministic: bool | None = None
+    Planner-owned keys name the flag to use instead; RecipeError (exit 2) on the first problem.
+    """
+    checked = {}
+    for key, value in values.items():
+        if key in PLANNER_OWNED:
+            raise RecipeError(f"{source} {key}: {owned_message(key, flags=True)}")
+        opt = OPTIONS_BY_NAME.get(key)
+        if opt is None:
+            raise RecipeError(f"{source} {key}: unknown trainer option; expected one of: "
+                              f"{', '.join(sorted(set(OPTIONS_BY_NAME) - set(PLANNER_OWNED)))}")
+        try:
+            checked[key] = check_value(opt, value)
+        except OptionValueError as exc:
+            raise RecipeError(f"{source} {key}: {exc} (got {value!r})") from None
+    return checked
 
 
 class Recipe(BaseModel):
@@ -116,10 +131,6 @@ class Recipe(BaseModel):
     epsilon: float | None = Field(None, ge=0)        # override of the rule's epsilon
     train_images: int | None = Field(None, ge=1)     # for the estimate; default ImageNet-1k
     trainer: TrainerOptions = TrainerOptions()
-
-    def overrides(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in ("base_lr", "warmup_epochs", "epsilon")
-                if getattr(self, k) is not None}
 
     def trainer_options(self) -> dict[str, Any]:
         """The trainer section as set in the file (unset options left out)."""

@@ -12,7 +12,6 @@ can rebuild it (:func:`record_from_job_dir`).
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import sqlite3
@@ -20,8 +19,10 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from larsctl.jobs import paths as jobdir
+from larsctl.config.env import larsctl_home
 from larsctl.errors import Failure, UserError
+from larsctl.jobs import paths as jobdir
+from larsctl.jobs.states import JobState
 
 BUSY_TIMEOUT_S = 30.0
 _SCHEMA = """
@@ -42,10 +43,6 @@ _FIELDS = ("id", "name", "cluster", "scheduler", "scheduler_ids", "job_dir", "st
            "restarts", "created", "updated")
 
 
-def larsctl_home() -> Path:
-    return Path(os.environ.get("LARSCTL_HOME") or Path.home() / ".local/share/larsctl").expanduser()
-
-
 @dataclass(frozen=True)
 class JobRecord:
     id: str
@@ -53,8 +50,9 @@ class JobRecord:
     cluster: str
     scheduler: str
     job_dir: str
-    state: str = "PENDING"
-    scheduler_ids: list[str] = field(default_factory=list)  # one per chain segment / resume
+    state: JobState = JobState.PENDING
+    # One per chain segment and resume, plus the ids PBS requeues resubmitted the job as.
+    scheduler_ids: list[str] = field(default_factory=list)
     restarts: int = 0
     created: float = 0.0
     updated: float = 0.0
@@ -63,8 +61,11 @@ class JobRecord:
     def paths(self) -> jobdir.JobPaths:
         return jobdir.JobPaths(Path(self.job_dir))
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", JobState(self.state))  # ValueError for an unknown state
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "state": self.state.value}
 
     @classmethod
     def from_dict(cls, data: dict) -> JobRecord:
@@ -149,12 +150,12 @@ class Registry:
             raise UserError(f"unknown job id {job_id!r} (see `larsctl jobs`)")
         return _record(row[0])
 
-    def all(self, state: str | None = None) -> list[JobRecord]:
+    def all(self, state: JobState | None = None) -> list[JobRecord]:
         sql = f"SELECT {', '.join(_FIELDS)} FROM jobs"
         args: tuple = ()
         if state:
             sql += " WHERE state = ?"
-            args = (state.upper(),)
+            args = (JobState(state).value,)
         return [_record(r) for r in self._query(sql + " ORDER BY created, id", args)]
 
     def _query(self, sql: str, args: tuple) -> list[tuple]:
@@ -218,17 +219,12 @@ def record_from_job_dir(directory: Path) -> JobRecord:
             raise UserError(f"{paths.record}: not a larsctl job record: {exc}") from None
     if not paths.job_yaml.is_file():
         raise UserError(f"{directory}: not a job directory (no job.yaml or job.json)")
-    import yaml  # only here: most commands never need it
+    from larsctl.planning.spec import JobSpec  # only here: most commands never need it
 
-    try:
-        spec = yaml.safe_load(paths.job_yaml.read_text()) or {}
-        job, cluster = spec["job"], spec["cluster"]
-        name, cluster_name, scheduler = job["name"], job["cluster"], cluster["scheduler"]
-    except (yaml.YAMLError, KeyError, TypeError) as exc:
-        raise UserError(f"{paths.job_yaml}: not a larsctl job.yaml: missing {exc}") from None
+    spec = JobSpec.read(paths.job_yaml)
     created = paths.job_yaml.stat().st_mtime
     # Without job.json the scheduler ids are lost; the state is then unknown
     # unless the job left its own status behind (local jobs do).
-    return JobRecord(id=paths.job_id, name=name, cluster=cluster_name, scheduler=scheduler,
-                     job_dir=str(paths.root), state="UNKNOWN", restarts=paths.read_restarts(),
-                     created=created, updated=created)
+    return JobRecord(id=paths.job_id, name=spec.name, cluster=spec.profile.name,
+                     scheduler=spec.profile.scheduler, job_dir=str(paths.root), state=JobState.UNKNOWN,
+                     restarts=paths.read_restarts(), created=created, updated=created)

@@ -30,45 +30,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from larsctl.planning.hardware import CPU, GPUS, MODELS
+
 IMAGENET_TRAIN_IMAGES = 1_281_167
 LINK_EFFICIENCY = 0.85      # NCCL bus bandwidth reaches ~85-90 % of IB/Ethernet line rate
 INTER_NODE_ALPHA = 5e-6     # seconds per hop between nodes (IB/Aries + NCCL, order of 5 us)
 INTRA_NODE_ALPHA = 1e-6     # seconds per hop over NVLink/PCIe/shared memory
-
-# Gradient size: parameters of each model (torchvision).
-PARAMETERS = {"resnet18": 11.7e6, "resnet50": 25.6e6, "resnet101": 44.5e6}
-# Forward GFLOPs at 224 px (torchvision model docs) to scale throughput between models.
-GFLOPS_224 = {"resnet18": 1.82, "resnet50": 4.11, "resnet101": 7.83}
-
-# ResNet-50 training throughput, images/s per GPU at 224 px, large per-GPU batch.
-#   V100: NVIDIA DeepLearningExamples, PyTorch ResNet-50 v1.5, DGX-1V: ~390 img/s FP32,
-#         ~1,200 img/s mixed precision (DALI).
-#   P100: Goyal et al. 2017: 90 epochs on 8 P100 took 29 h = 1,104 img/s = ~140 img/s per
-#         GPU (Caffe2, 32/GPU); the PCIe 12 GB part runs ~10 % slower clocks.  P100 has
-#         fp16 arithmetic but no tensor cores: mixed precision gains ~1.3x.
-#   A100: DeepLearningExamples PyTorch ResNet-50, DGX A100: ~800 img/s TF32 (what fp32
-#         convolutions use by default), ~2,500 img/s AMP; bf16 runs at the fp16 rate.
-#   H100: ~1.8x A100 (MLPerf Training v3.0 per-accelerator ResNet ratio).
-#   cpu:  one worker process on one core, PyTorch fp32: ~4 img/s (measured order of
-#         magnitude for ResNet-50 at 224 px; used only for the local profile).
-THROUGHPUT_RN50 = {
-    "V100-16GB": {"fp32": 390.0, "fp16": 1200.0},
-    "V100-32GB": {"fp32": 390.0, "fp16": 1200.0},
-    "P100-12GB": {"fp32": 125.0, "fp16": 160.0},
-    "P100-16GB": {"fp32": 140.0, "fp16": 180.0},
-    "A100-40GB": {"fp32": 800.0, "fp16": 2500.0, "bf16": 2500.0},
-    "A100-80GB": {"fp32": 800.0, "fp16": 2500.0, "bf16": 2500.0},
-    "H100-80GB": {"fp32": 1450.0, "fp16": 4500.0, "bf16": 4500.0},
-    "cpu": {"fp32": 4.0, "bf16": 4.0},
-}
-
-# Ring bus bandwidth inside one node, GB/s (NCCL all_reduce busbw orders of magnitude):
-# V100 SXM2 NVLink ~130, P100 SXM2 NVLink ~60, P100 PCIe ~10, A100 NVLink3 ~230,
-# H100 NVLink4 ~370, CPU workers over shared memory (Gloo) ~5.
-INTRA_NODE_GBYTES = {
-    "V100-16GB": 130.0, "V100-32GB": 130.0, "P100-12GB": 10.0, "P100-16GB": 60.0,
-    "A100-40GB": 230.0, "A100-80GB": 230.0, "H100-80GB": 370.0, "cpu": 5.0,
-}
 
 
 @dataclass(frozen=True)
@@ -94,8 +61,8 @@ class Estimate:
 
 def throughput(gpu_type: str, model: str, precision: str, image_size: int = 224) -> float:
     """Images/s per GPU, scaled from ResNet-50 at 224 px by forward FLOPs."""
-    base = THROUGHPUT_RN50[gpu_type][precision]
-    scale = GFLOPS_224["resnet50"] / GFLOPS_224[model] * (224 / image_size) ** 2
+    base = GPUS[gpu_type].throughput_rn50[precision]
+    scale = MODELS["resnet50"].gflops_224 / MODELS[model].gflops_224 * (224 / image_size) ** 2
     return base * scale
 
 
@@ -105,7 +72,7 @@ def allreduce_seconds(*, ranks: int, nodes: int, gpus_per_node: int, gpu_type: s
     if ranks <= 1:
         return 0.0
     ring = 2 * (ranks - 1) / ranks * grad_bytes
-    intra = INTRA_NODE_GBYTES[gpu_type] * 1e9
+    intra = GPUS[gpu_type].intra_node_gbytes * 1e9
     hops = 2 * math.ceil(math.log2(ranks))
     if nodes <= 1:
         return ring / intra + hops * INTRA_NODE_ALPHA
@@ -123,7 +90,7 @@ def estimate(*, gpu_type: str, model: str, precision: str, image_size: int, rank
     rate = throughput(gpu_type, model, precision, image_size)
     compute = batches_per_allreduce * per_gpu_batch / rate
     bytes_per_param = 2 if fp16_allreduce else 4
-    grad_bytes = PARAMETERS[model] * bytes_per_param
+    grad_bytes = MODELS[model].parameters * bytes_per_param
     comm = allreduce_seconds(ranks=ranks, nodes=nodes, gpus_per_node=gpus_per_node,
                              gpu_type=gpu_type, interconnect_gbps=interconnect_gbps,
                              grad_bytes=grad_bytes)
@@ -132,13 +99,13 @@ def estimate(*, gpu_type: str, model: str, precision: str, image_size: int, rank
     epoch = steps_per_epoch * step
     total = epoch * epochs
     link = ("one node: intra-node ring at "
-            f"{INTRA_NODE_GBYTES[gpu_type]:g} GB/s" if nodes <= 1 else
+            f"{GPUS[gpu_type].intra_node_gbytes:g} GB/s" if nodes <= 1 else
             f"{nodes} nodes: ring through each node's {interconnect_gbps:g} Gbit/s link at "
             f"{LINK_EFFICIENCY:.0%} efficiency")
     assumptions = (
-        f"throughput {rate:,.0f} img/s per {'worker' if gpu_type == 'cpu' else 'GPU'} "
-        f"({gpu_type}, {model}, {precision}, {image_size} px; see larsctl/planning/estimate.py)",
-        f"allreduce of {PARAMETERS[model] / 1e6:.1f}M parameters in "
+        f"throughput {rate:,.0f} img/s per {'worker' if gpu_type == CPU else 'GPU'} "
+        f"({gpu_type}, {model}, {precision}, {image_size} px; see larsctl/planning/hardware.py)",
+        f"allreduce of {MODELS[model].parameters / 1e6:.1f}M parameters in "
         f"{'fp16' if fp16_allreduce else 'fp32'} ({grad_bytes / 1e6:.1f} MB) over {ranks} "
         f"ranks, {link}: {comm * 1e3:.2f} ms per step",
         "ring model 2(N-1)/N*S/B + 2*ceil(log2 N) hops of "

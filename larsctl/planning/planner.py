@@ -5,20 +5,9 @@ Pure functions returning frozen dataclasses; no I/O.  A request is infeasible ->
 a suggestion.
 
 Per-GPU batch
-    The largest per-GPU batch that fits each GPU type (``MAX_BATCH_RN50`` below,
-    ResNet-50, 224 px, training), scaled for other models and rounded down to a
-    power of two.  Sources:
-    - 16 GB V100/P100 fp32: 128, the reference LARS table's own per-GPU "Batchsize"
-      column (its 1K-16K rows ran 128 per GPU on V100/P100 16 GB); NVIDIA
-      DeepLearningExamples runs 256 per 16 GB V100 with mixed precision.
-    - P100-12GB: 64 fp32 / 128 fp16 (12/16 of the 16 GB batch, rounded down).
-    - 32/40 GB: 256 fp32 / 512 fp16-bf16; 80 GB: 512 / 1024 (activation memory is
-      ~linear in the batch: ~100 MB per image in fp32, half with AMP, plus ~1 GB
-      of weights, optimizer state and cuDNN workspace).
-    - ResNet-18 keeps ~half the activations of ResNet-50 (x2), ResNet-101 ~1.6x
-      (x0.5).  bf16 needs Ampere or newer (not offered on V100/P100).
-    - cpu workers: 64 (host memory is not the limit; a default that keeps a step
-      of a few seconds).  ``--per-gpu-batch`` overrides the table but may not exceed it.
+    The largest per-GPU batch that fits each GPU type (larsctl/planning/hardware.py,
+    ResNet-50 at 224 px, scaled for other models and rounded down to a power of two).
+    ``--per-gpu-batch`` overrides the table but may not exceed it.
 
 GPUs and accumulation (policy)
     gpus * per_gpu_batch * batches_per_allreduce == target exactly.  With m =
@@ -47,25 +36,12 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
 from larsctl.errors import UserError
+from larsctl.format import duration, number, power_form, warmup_form
 from larsctl.planning.estimate import IMAGENET_TRAIN_IMAGES, Estimate, estimate
+from larsctl.planning.hardware import CPU, GPUS, MODELS, PRECISIONS
 
-MODELS = ("resnet18", "resnet50", "resnet101")
-PRECISIONS = ("fp32", "fp16", "bf16")
 LR_RULES = ("legw", "sqrt", "linear")
 OVERRIDABLE = ("base_lr", "warmup_epochs", "epsilon")
-
-MAX_BATCH_RN50 = {
-    "V100-16GB": {"fp32": 128, "fp16": 256},
-    "V100-32GB": {"fp32": 256, "fp16": 512},
-    "P100-12GB": {"fp32": 64, "fp16": 128},
-    "P100-16GB": {"fp32": 128, "fp16": 256},
-    "A100-40GB": {"fp32": 256, "fp16": 512, "bf16": 512},
-    "A100-80GB": {"fp32": 512, "fp16": 1024, "bf16": 1024},
-    "H100-80GB": {"fp32": 512, "fp16": 1024, "bf16": 1024},
-    "cpu": {"fp32": 64, "bf16": 64},
-}
-MODEL_BATCH_FACTOR = {"resnet18": 2.0, "resnet50": 1.0, "resnet101": 0.5}
-CPU_BATCH = 64
 MIN_HINT_BATCH = 32
 
 LEGW_LR0, LEGW_B0, LEGW_WARMUP0, EPSILON = 4.0, 512, Fraction(10, 64), 1e-5
@@ -109,7 +85,8 @@ class PlanRequest:
     lr_rule: str = "legw"
     gpus: int | None = None
     per_gpu_batch: int | None = None
-    overrides: Mapping[str, float] = field(default_factory=dict)  # recipe: base_lr, ...
+    overrides: Mapping[str, float] = field(default_factory=dict)  # base_lr, warmup_epochs, epsilon
+    override_from: Mapping[str, str] = field(default_factory=dict)  # key -> "--base-lr" (else recipe)
     train_images: int = IMAGENET_TRAIN_IMAGES
     image_size: int = 224
     fp16_allreduce: bool | None = None  # None: follow precision
@@ -146,35 +123,17 @@ def _pow2_floor(value: float) -> int:
     return 1 << int(math.floor(math.log2(value))) if value >= 1 else 1
 
 
-def pretty_power(value: float) -> str:
-    """``32.0`` -> ``2^5``; ``5.657`` -> ``2^2.5``; other values as they are."""
-    if value > 0:
-        exponent = math.log2(value)
-        if abs(exponent * 2 - round(exponent * 2)) < 1e-9:
-            return f"2^{round(exponent * 2) / 2:g}"
-    return f"{value:g}"
-
-
-def pretty_warmup(value: float) -> str:
-    """``0.3125`` -> ``10/2^5``; whole numbers as they are."""
-    if value > 0 and value != int(value):
-        ratio = 10 / value
-        if abs(ratio - round(ratio)) < 1e-9 and round(ratio) & (round(ratio) - 1) == 0:
-            return f"10/2^{int(math.log2(round(ratio)))}"
-    return f"{value:g}"
-
-
 def max_per_gpu_batch(gpu_type: str, model: str, precision: str) -> int:
     """Largest per-GPU batch that fits (power of two); PlanError if unsupported."""
-    table = MAX_BATCH_RN50[gpu_type]
+    table = GPUS[gpu_type].max_batch_rn50
     if precision not in table:
-        hint = ("--precision bf16 or --precision fp32" if gpu_type == "cpu" else
+        hint = ("--precision bf16 or --precision fp32" if gpu_type == CPU else
                 "--precision fp16 (bf16 needs A100 or H100)")
         raise PlanError(f"precision {precision} is not supported on {gpu_type}; "
                         f"suggestion: {hint}")
-    if gpu_type == "cpu":
-        return CPU_BATCH
-    return _pow2_floor(table[precision] * MODEL_BATCH_FACTOR[model])
+    if gpu_type == CPU:
+        return table[precision]
+    return _pow2_floor(table[precision] * MODELS[model].batch_factor)
 
 
 def lr_by_rule(rule: str, batch: int) -> tuple[float, float, float, dict]:
@@ -182,12 +141,12 @@ def lr_by_rule(rule: str, batch: int) -> tuple[float, float, float, dict]:
     if rule == "legw":
         lr = LEGW_LR0 * math.sqrt(batch / LEGW_B0)
         warmup = float(LEGW_WARMUP0 * batch / LEGW_B0)
-        texts = {"base_lr": f"legw: 2^2*sqrt({batch}/512) = {pretty_power(lr)}",
-                 "warmup_epochs": f"legw: (10/64)*{batch}/512 = {pretty_warmup(warmup)}"}
+        texts = {"base_lr": f"legw: 2^2*sqrt({batch}/512) = {power_form(lr) or number(lr)}",
+                 "warmup_epochs": f"legw: (10/64)*{batch}/512 = {warmup_form(warmup) or number(warmup)}"}
     elif rule == "sqrt":
         lr = LEGW_LR0 * math.sqrt(batch / LEGW_B0)
         warmup = SQRT_WARMUP
-        texts = {"base_lr": f"sqrt: 2^2*sqrt({batch}/512) = {pretty_power(lr)}",
+        texts = {"base_lr": f"sqrt: 2^2*sqrt({batch}/512) = {power_form(lr) or number(lr)}",
                  "warmup_epochs": f"sqrt: constant {warmup:g} epochs"}
     elif rule == "linear":
         lr = LINEAR_LR0 * batch / LINEAR_B0
@@ -324,7 +283,8 @@ def make_plan(cluster: Cluster, req: PlanRequest) -> Plan:
             raise PlanError(f"override {key!r} is unknown; expected one of: "
                             f"{', '.join(OVERRIDABLE)}")
         if value is not None:
-            rules[key] = f"recipe override ({req.lr_rule} gives {chosen[key]:g})"
+            source = req.override_from.get(key, "recipe")
+            rules[key] = f"{source} override ({req.lr_rule} gives {chosen[key]:g})"
             chosen[key] = float(value)
 
     fp16_allreduce = (req.precision != "fp32") if req.fp16_allreduce is None \
@@ -344,17 +304,6 @@ def make_plan(cluster: Cluster, req: PlanRequest) -> Plan:
                 jobs_needed=jobs)
 
 
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, sec = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{sec:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
 def _check_walltime(est: Estimate, usable: int, req: PlanRequest, cluster: Cluster,
                     gpus: int, accumulating: bool) -> int:
     """Number of chained jobs; PlanError if not even one chunk of work fits."""
@@ -364,7 +313,7 @@ def _check_walltime(est: Estimate, usable: int, req: PlanRequest, cluster: Clust
             steps = max(1, int(usable * 0.8 / est.step_seconds))
             raise PlanError(
                 f"{req.checkpoint_every_steps} steps between checkpoints take "
-                f"~{format_duration(chunk)} but a job may run {format_duration(usable)}; "
+                f"~{duration(chunk)} but a job may run {duration(usable)}; "
                 f"suggestion: checkpoint_every_steps: {steps} in the recipe's trainer section")
         return max(1, math.ceil(est.total_seconds / usable))
     if est.epoch_seconds > usable:
@@ -374,8 +323,8 @@ def _check_walltime(est: Estimate, usable: int, req: PlanRequest, cluster: Clust
             more = (f"use more GPUs (--gpus, up to {cluster.max_gpus}) or " if accumulating
                     else "spread over more GPUs with a smaller --per-gpu-batch or ")
         raise PlanError(
-            f"one epoch takes ~{format_duration(est.epoch_seconds)} (estimate) but a job on "
-            f"{cluster.name} may run {format_duration(usable)} (walltime minus "
+            f"one epoch takes ~{duration(est.epoch_seconds)} (estimate) but a job on "
+            f"{cluster.name} may run {duration(usable)} (walltime minus "
             f"{cluster.signal_margin_seconds}s signal margin); suggestion: {more}chain jobs "
             f"that checkpoint mid-epoch: checkpoint_every_steps: {steps} in the recipe's "
             "trainer section")

@@ -1,8 +1,14 @@
 """Resolve cluster + recipe + planner flags into one job spec (what job.yaml holds).
 
-``resolve_job(profile, recipe=None, **overrides)``: ``overrides`` are the ``larsctl
-plan`` flags (target_batch, gpus, per_gpu_batch, model, epochs, precision, lr_rule,
-name); a flag given (not None) wins over the recipe.  ``JobSpec.to_dict()``::
+``resolve_job(profile, recipe=None, trainer=None, **flags)``: ``flags`` are the plan
+flags (target_batch, gpus, per_gpu_batch, model, epochs, precision, lr_rule, base_lr,
+warmup_epochs, epsilon, name); a flag given (not None) wins over the recipe.
+``trainer`` holds trainer options from the command line (``--set``), merged into the
+recipe's trainer section before planning, so the estimate and the walltime check see
+them.  The resolved trainer section goes through the trainer's own validation.
+
+``JobSpec.to_yaml()`` / ``JobSpec.from_yaml()`` are the one writer and reader of
+job.yaml::
 
     job:     {name, cluster, recipe}
     plan:    {nodes, gpus, gpus_per_node, per_gpu_batch, ..., rules, estimate}
@@ -11,27 +17,34 @@ name); a flag given (not None) wins over the recipe.  ``JobSpec.to_dict()``::
 """
 from __future__ import annotations
 
-import re
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from larsctl.planning.planner import Cluster, Plan, PlanError, PlanRequest, make_plan, max_per_gpu_batch
-from larsctl.config.profiles import ClusterProfile, expand_path, load_profile
-from larsctl.config.recipes import PATH_OPTIONS, Recipe, load_recipe
+from larsctl.config.env import expand_path, variables_in
+from larsctl.config.profiles import ClusterProfile, load_profile
+from larsctl.config.recipes import PATH_OPTIONS, Recipe, check_trainer_sets, load_recipe
+from larsctl.errors import UserError
+from larsctl.planning.estimate import Estimate
+from larsctl.planning.hardware import CPU
+from larsctl.planning.planner import (OVERRIDABLE, Cluster, Plan, PlanError, PlanRequest, make_plan,
+                                      max_per_gpu_batch)
+from trainer.config import JOB_DEFAULTS
+from trainer.config import resolve as resolve_trainer
+from trainer.errors import BadInput
 
 PLAN_FLAGS = ("target_batch", "gpus", "per_gpu_batch", "model", "epochs", "precision",
-              "lr_rule", "name")
+              "lr_rule", *OVERRIDABLE, "name")
 AMP = {"fp32": "off", "fp16": "fp16", "bf16": "bf16"}
-# The published LARS ResNet-50 settings (reference README), used when a recipe is silent.
-TRAINER_DEFAULTS = {"wd": 0.0001, "momentum": 0.9, "label_smoothing": 0.1, "base_op": "lars",
-                    "bn_bias_separately": True, "lr_power": 2.0}
-_VAR = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
 
-def variables_in(text: str) -> set[str]:
-    """The $NAME / ${NAME} references left in a path after expansion."""
-    return {m.group(1) or m.group(2) for m in _VAR.finditer(text)}
+class JobSpecError(UserError):
+    """A job.yaml that cannot be read back as a job spec."""
+
+
+def _trainer_key(name: str) -> str:
+    return f"trainer.{name}"
 
 
 @dataclass(frozen=True)
@@ -50,20 +63,71 @@ class JobSpec:
             found |= variables_in(str(self.trainer.get(key, "")))
         return sorted(found)
 
+    def check_runnable(self) -> None:
+        """The trainer's own validation of the whole job, data included (UserError, exit 2)."""
+        _validate_trainer(self.trainer, require_data=True)
+
+    # -- job.yaml ---------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {
+        data = {
             "job": {"name": self.name, "cluster": self.profile.name,
                     "recipe": str(self.recipe) if self.recipe else None},
             "plan": self.plan.to_dict(),
             "cluster": self.profile.to_dict(),
             "trainer": dict(self.trainer),
         }
+        # JSON round trip: paths and enums become plain strings.
+        return json.loads(json.dumps(data, default=str))
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "job.yaml") -> JobSpec:
+        try:
+            job, plan = data["job"], dict(data["plan"])
+            estimate = dict(plan.pop("estimate"))
+            estimate["assumptions"] = tuple(estimate.get("assumptions", ()))
+            recipe = job.get("recipe")
+            return cls(name=job["name"], profile=ClusterProfile.model_validate(data["cluster"]),
+                       recipe=Path(recipe) if recipe else None,
+                       plan=Plan(**plan, estimate=Estimate(**estimate)), trainer=dict(data["trainer"]))
+        except KeyError as exc:
+            raise JobSpecError(f"{source}: not a larsctl job spec: missing {exc}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise JobSpecError(f"{source}: not a larsctl job spec: {exc}") from None
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "job.yaml") -> JobSpec:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise JobSpecError(f"{source}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(data, dict):
+            raise JobSpecError(f"{source}: expected a mapping with job/plan/cluster/trainer sections")
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def read(cls, path: Path) -> JobSpec:
+        """The spec in ``path`` (a job.yaml); OSError when it cannot be read."""
+        return cls.from_yaml(Path(path).read_text(), str(path))
 
 
-def _trainer_options(profile: ClusterProfile, plan: Plan, recipe: Recipe | None) -> dict:
-    options: dict[str, Any] = dict(TRAINER_DEFAULTS)
-    if recipe is not None:
-        options.update(recipe.trainer_options())
+def _validate_trainer(options: dict, require_data: bool) -> None:
+    try:
+        resolve_trainer(options, {}, source="trainer", require_data=require_data, where=_trainer_key)
+    except BadInput as exc:
+        raise PlanError(str(exc)) from None
+
+
+def _trainer_options(profile: ClusterProfile, plan: Plan, requested: dict) -> dict:
+    options: dict[str, Any] = {**JOB_DEFAULTS, **requested}
     for key in PATH_OPTIONS:
         if key in options:
             options[key] = expand_path(options[key])
@@ -80,23 +144,25 @@ def _trainer_options(profile: ClusterProfile, plan: Plan, recipe: Recipe | None)
         "amp": AMP[plan.precision],
     })
     options.setdefault("fp16_allreduce", plan.precision != "fp32")
-    if profile.gpu_type == "cpu":
+    if profile.gpu_type == CPU:
         options["no_cuda"] = True
     return dict(sorted(options.items()))
 
 
 def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | None = None,
-                **overrides: Any) -> JobSpec:
+                trainer: dict | None = None, **flags: Any) -> JobSpec:
     """Plan a job; raises ProfileError/RecipeError/PlanError (all UserError, exit 2)."""
-    unknown = sorted(set(overrides) - set(PLAN_FLAGS))
+    unknown = sorted(set(flags) - set(PLAN_FLAGS))
     if unknown:
-        raise TypeError(f"resolve_job() got unknown overrides: {', '.join(unknown)}")
-    flags = {k: v for k, v in overrides.items() if v is not None}
+        raise TypeError(f"resolve_job() got unknown flags: {', '.join(unknown)}")
+    flags = {k: v for k, v in flags.items() if v is not None}
     if not isinstance(profile, ClusterProfile):
         profile = load_profile(profile)
     recipe_path: Path | None = None
     if recipe is not None and not isinstance(recipe, Recipe):
         recipe, recipe_path = load_recipe(recipe)
+    requested = {**(recipe.trainer_options() if recipe is not None else {}),
+                 **check_trainer_sets(trainer or {})}
 
     def pick(key: str, default: Any) -> Any:
         if key in flags:
@@ -115,7 +181,6 @@ def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | Non
     if target is None:
         raise PlanError("no target batch: give --target-batch (or --gpus) or a --recipe that "
                         "sets target_batch")
-    trainer_opts = recipe.trainer_options() if recipe is not None else {}
     request = PlanRequest(
         target_batch=target,
         model=model,
@@ -124,14 +189,18 @@ def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | Non
         lr_rule=pick("lr_rule", "legw"),
         gpus=flags.get("gpus"),
         per_gpu_batch=per_gpu,
-        overrides=recipe.overrides() if recipe is not None else {},
+        overrides={key: pick(key, None) for key in OVERRIDABLE if pick(key, None) is not None},
+        override_from={key: "--" + key.replace("_", "-") for key in OVERRIDABLE if key in flags},
         train_images=pick("train_images", PlanRequest.train_images),
-        image_size=trainer_opts.get("image_size", 224),
-        fp16_allreduce=trainer_opts.get("fp16_allreduce"),
-        checkpoint_every_steps=trainer_opts.get("checkpoint_every_steps"),
+        image_size=requested.get("image_size", 224),
+        fp16_allreduce=requested.get("fp16_allreduce"),
+        checkpoint_every_steps=requested.get("checkpoint_every_steps"),
     )
     plan = make_plan(Cluster.of(profile), request)
     name = flags.get("name") or (recipe.name if recipe is not None
                                  else f"{request.model}-b{target}")
-    return JobSpec(name=name, profile=profile, recipe=recipe_path, plan=plan,
-                   trainer=_trainer_options(profile, plan, recipe))
+    options = _trainer_options(profile, plan, requested)
+    # Everything but the data (a plan may come before its data): the trainer's rules.
+    _validate_trainer(options, require_data=False)
+    return JobSpec(name=name, profile=profile, recipe=recipe_path, plan=plan, trainer=options)
+

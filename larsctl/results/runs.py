@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from larsctl.errors import UserError
+from larsctl.jobs.paths import JobPaths
+from larsctl.results.metrics import read_records
 
 TRAIN_TAGS = ("train/loss", "train/accuracy", "train/lr", "train/images_per_sec")
 VAL_TAGS = ("val/loss", "val/accuracy", "val/top5")
@@ -65,7 +65,7 @@ class Run:
         try:
             return None if value is None else cast(value)
         except (TypeError, ValueError):
-            raise NoResults(f"{self.job_dir / 'job.yaml'}: {section}.{key}: expected a number, "
+            raise NoResults(f"{JobPaths(self.job_dir).job_yaml}: {section}.{key}: expected a number, "
                             f"got {value!r}") from None
 
     @property
@@ -164,9 +164,10 @@ def load_run(job_dir: Path, name: str | None = None) -> Run:
     job_dir = Path(job_dir)
     if not job_dir.is_dir():
         raise NoResults(f"{job_dir}: no such job directory")
-    spec = read_spec(job_dir / "job.yaml")
-    records = read_metrics(job_dir / "metrics.jsonl")
-    curves, source = read_event_files(job_dir / "tensorboard"), "tensorboard"
+    paths = JobPaths(job_dir)
+    spec = read_spec(paths.job_yaml)
+    records = read_records(paths.metrics, strict=True, error=NoResults)
+    curves, source = read_event_files(paths.tensorboard), "tensorboard"
     from_records = curves_from_records(records)
     # A running job's SummaryWriter flushes every few events or 2 minutes, while
     # metrics.jsonl is flushed per line: take the records when they are ahead.
@@ -180,55 +181,15 @@ def load_run(job_dir: Path, name: str | None = None) -> Run:
 
 
 def read_spec(path: Path) -> dict:
-    """``job.yaml`` as a mapping; {} when the run was made by the trainer alone."""
+    """``job.yaml`` (read as a JobSpec) as a mapping; {} when the run was made by the trainer alone."""
+    from larsctl.planning.spec import JobSpec, JobSpecError
+
     try:
-        text = path.read_text()
+        return JobSpec.read(path).to_dict()
     except FileNotFoundError:
         return {}
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise NoResults(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise NoResults(f"{path}: expected a mapping with job/plan/cluster/trainer sections")
-    return data
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The records of ``metrics.jsonl``, with steps re-run after a resume counted once.
-
-    A preempted run resumes from its last checkpoint, so the steps between that
-    checkpoint and the preemption appear twice; the later copy wins, as in
-    TensorBoard's own purge of orphaned data.  A torn last line (the writer
-    was killed mid-line) is skipped.
-    """
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    records: list[dict] = []
-    last_step: dict[str, int] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                continue
-            raise NoResults(f"{path}:{number}: not a JSON object") from None
-        if not isinstance(record, dict):
-            raise NoResults(f"{path}:{number}: not a JSON object")
-        kind, step = record.get("kind"), record.get("step")
-        if kind in ("train", "val") and isinstance(step, int):
-            if step <= last_step.get(kind, -1):  # rare: only after a resume
-                records = [r for r in records
-                           if not (r.get("kind") == kind and r.get("step", -1) >= step)]
-            last_step[kind] = step
-        records.append(record)
-    return records
+    except JobSpecError as exc:
+        raise NoResults(exc.message) from None
 
 
 def curves_from_records(records: list[dict]) -> dict[str, list[Point]]:

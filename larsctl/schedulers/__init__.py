@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import importlib
 
-from larsctl.schedulers.base import (BatchRequest, JobInfo, JobState, Scheduler,
-                                     SchedulerError)
+from larsctl.jobs.states import JobState
+from larsctl.schedulers.base import BatchRequest, JobInfo, Scheduler, SchedulerError
 
 _SCHEDULERS = {
     "slurm": "larsctl.schedulers.slurm:SlurmScheduler",

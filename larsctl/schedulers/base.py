@@ -8,28 +8,11 @@ state names onto :class:`JobState`; ``cancel`` is safe to repeat.
 from __future__ import annotations
 
 import abc
-import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class JobState(str, enum.Enum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    REQUEUED = "REQUEUED"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    TIMEOUT = "TIMEOUT"
-    CANCELLED = "CANCELLED"
-    PREEMPTED = "PREEMPTED"
-    UNKNOWN = "UNKNOWN"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in _TERMINAL
-
-
-_TERMINAL = {JobState.COMPLETED, JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED}
+from larsctl.jobs.paths import atomic_write
+from larsctl.jobs.states import JobState
 
 
 @dataclass(frozen=True)
@@ -79,6 +62,10 @@ class Scheduler(abc.ABC):
     def dryrun(self, spec, job_dir: Path, *, job_id: str, segment: int = 0,
                segments: int = 1, max_restarts: int = 0) -> BatchRequest:
         """Render the batch script for ``spec`` (a larsctl.planning.spec.JobSpec) in ``job_dir``."""
+
+    def write(self, request: BatchRequest) -> None:
+        """Write the request's script (executable, atomically) where it will run from."""
+        atomic_write(request.script_path, request.script, 0o755)
 
     @abc.abstractmethod
     def schedule(self, request: BatchRequest, *, after: str | None = None,

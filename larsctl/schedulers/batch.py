@@ -18,15 +18,14 @@ the scheduler decides.  Otherwise the launcher's exit code is the job's.
 """
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from pathlib import Path
 
+from larsctl.jobs.paths import RESTARTS, JobPaths
 from larsctl.schedulers.launch import Launch, setup_lines
+from trainer.exitcodes import REQUEUE
 
-RESTARTS_FILE = "restarts"
-REQUEUE = 75  # trainer.exitcodes.REQUEUE (EX_TEMPFAIL)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -36,16 +35,6 @@ def directive_value(value, what: str) -> str:
     if _CONTROL.search(text):
         raise ValueError(f"{what}: control characters (newline, tab, ...) are not allowed: {text!r}")
     return shlex.quote(text)
-
-
-def read_restarts(job_dir: Path) -> list[dict[str, str]]:
-    """The restarts a job's batch scripts recorded, oldest first."""
-    path = Path(job_dir) / RESTARTS_FILE
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    return [dict(w.split("=", 1) for w in line.split() if "=" in w) for line in lines if line.strip()]
 
 
 # Whole-file: quoted values ($(...) in a job name, the launch line echoed as written)
@@ -123,7 +112,7 @@ def body(spec, job_dir: Path, launch: Launch, *, header: list[str], requeue: lis
     ``requeue``: the scheduler's lines that resubmit/requeue (run inside the if).
     """
     q = shlex.quote
-    config = Path(job_dir) / "job.yaml"
+    config = JobPaths(job_dir).job_yaml
     lines = [
         *header,
         "set -uo pipefail",
@@ -153,16 +142,4 @@ def restart_record(scheduler_id_expr: str, extra: str = "") -> str:
     """Shell line appending one restart to <job_dir>/restarts."""
     words = (f'time=$(date -u +%Y-%m-%dT%H:%M:%SZ) scheduler_id={scheduler_id_expr} '
              f'restart=$next rc=$rc signal=${{larsctl_signalled:-none}}{extra}')
-    return f'echo "{words}" >> {RESTARTS_FILE}'
-
-
-def write_script(path: Path, text: str) -> None:
-    """Write an executable script atomically (temp file in the same dir, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
+    return f'echo "{words}" >> {RESTARTS}'

@@ -37,6 +37,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from larsctl.config.env import VARIABLE, variable_name
+from larsctl.jobs.paths import JobPaths
+
 
 class LaunchError(ValueError):
     """A profile combination that has no launch line (e.g. srun on PBS)."""
@@ -82,7 +85,7 @@ class Launch:
 
 def trainer_command(profile, job_dir) -> list[str]:
     job_dir = str(job_dir)
-    return [profile.python, "-m", "trainer", "--config", str(PurePath(job_dir) / "job.yaml"),
+    return [profile.python, "-m", "trainer", "--config", str(JobPaths(job_dir).job_yaml),
             "--out-dir", job_dir]
 
 
@@ -206,9 +209,6 @@ def _torchrun(profile, plan, trainer, box, scheduler, job_id) -> Launch:
     return Launch(tuple([*per_node, *torchrun]), setup)
 
 
-_VAR = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
-
-
 def shell_path(text: str) -> Shell:
     """A cluster-side path where ``~`` and $VARS expand on the cluster and nothing else does."""
     parts = []
@@ -216,10 +216,10 @@ def shell_path(text: str) -> Shell:
         parts.append('"$HOME"')
         text = text[1:]
     pos = 0
-    for m in _VAR.finditer(text):
+    for m in VARIABLE.finditer(text):
         if m.start() > pos:
             parts.append(shlex.quote(text[pos:m.start()]))
-        parts.append(f'"${{{m.group(1) or m.group(2)}}}"')
+        parts.append(f'"${{{variable_name(m)}}}"')
         pos = m.end()
     if pos < len(text) or not parts:
         parts.append(shlex.quote(text[pos:]))

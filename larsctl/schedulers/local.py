@@ -21,11 +21,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from larsctl.jobs.paths import JobPaths, atomic_write
+from larsctl.jobs.paths import RESTARTS, JobPaths, atomic_write
+from larsctl.jobs.states import JobState
 from larsctl.schedulers.launch import LaunchError, build_launch
-from larsctl.schedulers.batch import (FILE_DIRECTIVE, RESTARTS_FILE, body, directive_value,
-                                      restart_record)
-from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError
+from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record
+from larsctl.schedulers.base import BatchRequest, JobInfo, Scheduler, SchedulerError
 
 CANCEL_GRACE_S = 30.0  # time for the trainer to write its checkpoint after TERM
 
@@ -120,14 +120,14 @@ def render_script(spec, paths: JobPaths, launch, *, job_id: str, segment: int,
         f"runs on its own: bash {q(str(script))}",
         f"larsctl_status={q(str(paths.segment_status(segment)))}",
         f"larsctl_cancel={q(str(paths.cancel_marker(segment)))}",
-        f"larsctl_started={q(str(paths.state / f'segment-{segment}.started'))}",
+        f"larsctl_started={q(str(paths.segment_started(segment)))}",
         *extra_setup,
     ]
     requeue = [restart_record("local-$$", f" segment={segment}"),
                f'exec bash {q(str(script))}']
     return body(spec, paths.root, launch, header=header, requeue=requeue,
                 max_restarts=max_restarts,
-                restarts_expr=f"\"$(grep -c ' segment={segment}$' {RESTARTS_FILE})\"",
+                restarts_expr=f"\"$(grep -c ' segment={segment}$' {RESTARTS})\"",
                 before_launch=[_BEFORE_LAUNCH.strip("\n")])
 
 
@@ -194,7 +194,7 @@ class LocalScheduler(Scheduler):
     def schedule(self, request: BatchRequest, *, after: str | None = None,
                  after_kind: str = "afterany") -> str:
         paths = JobPaths(request.script_path.parent)
-        atomic_write(request.script_path, request.script, 0o755)
+        self.write(request)
         env = dict(os.environ, **request.env)
         if after:
             prev_paths, prev_segment = parse_id(after)
@@ -233,7 +233,7 @@ class LocalScheduler(Scheduler):
         pid, start = self._pid(paths, segment)
         # Liveness first: the script writes its status just before it exits.
         if pid and _alive(pid, start):
-            started = (paths.state / f"segment-{segment}.started").exists()
+            started = paths.segment_started(segment).exists()
             return JobInfo(sid, JobState.RUNNING if started else JobState.PENDING, restarts,
                            reason="" if started else "waiting for the previous segment")
         status = paths.segment_status(segment)

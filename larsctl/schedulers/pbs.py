@@ -27,8 +27,10 @@ from pathlib import Path
 
 from larsctl.schedulers.launch import build_launch, value_of
 from larsctl.config.profiles import walltime_seconds
-from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError
-from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record, write_script
+from larsctl.schedulers.base import BatchRequest, JobInfo, Scheduler, SchedulerError
+from larsctl.jobs.paths import JobPaths
+from larsctl.jobs.states import JobState
+from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record
 
 # PBS job_state letters -> larsctl's.  F (PBS Pro) and C (Torque) are refined by the exit status.
 PBS_STATES: dict[str, JobState] = {
@@ -79,7 +81,7 @@ def directives(spec, job_dir: Path, *, segment: int, segments: int) -> list[str]
     select += f":mpiprocs={plan.gpus_per_node}"
     name = spec.name if segments == 1 else f"{spec.name}.{segment + 1}of{segments}"
     # A directory: PBS writes <name>.o<seq> there, one file per run (requeues included).
-    logs = str(Path(job_dir) / "logs") + "/"
+    logs = str(JobPaths(job_dir).logs) + "/"
     opts = [("-N", _job_name(name)), ("-j", "oe"), ("-l", select), ("-l", f"walltime={p.walltime}"),
             ("-o", logs), ("-r", "y")]
     if p.partition:
@@ -118,7 +120,8 @@ def render(spec, job_dir: Path, script_path: Path, *, job_id: str, segment: int 
     seconds = max(1, walltime_seconds(p.walltime) - int(p.signal_margin_seconds))
     before, after = timer_lines(seconds)
     # PBS spools stdout until the job ends; a file in logs/ can be followed while it runs.
-    before = ['exec >> "logs/pbs-${PBS_JOBID:-interactive}.out" 2>&1', *before]
+    log = JobPaths(job_dir).pbs_log("${PBS_JOBID:-interactive}")
+    before = [f'exec >> "{log}" 2>&1', *before]
     requeue = [
         f'if new_id=$(qsub -W depend=afterany:"$PBS_JOBID" -v LARSCTL_RESTARTS="$next" '
         f'{directive_value(script_path, "script path")}); then',
@@ -142,8 +145,7 @@ class PbsScheduler(Scheduler):
 
     def dryrun(self, spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int = 1,
                max_restarts: int = 0) -> BatchRequest:
-        suffix = "" if segments == 1 else f".{segment + 1}"
-        script_path = Path(job_dir) / f"job{suffix}.pbs"
+        script_path = JobPaths(job_dir).script(self.name, segment)
         script, line = render(spec, job_dir, script_path, job_id=job_id, segment=segment,
                               segments=segments, max_restarts=max_restarts)
         return BatchRequest(script=script, script_path=script_path, submit_argv=["qsub"],
@@ -159,7 +161,7 @@ class PbsScheduler(Scheduler):
 
     def schedule(self, request: BatchRequest, *, after: str | None = None,
                  after_kind: str = "afterany") -> str:
-        write_script(request.script_path, request.script)
+        self.write(request)
         argv = list(request.submit_argv)
         if after:
             argv += ["-W", f"depend={after_kind}:{after}"]

@@ -26,8 +26,10 @@ from pathlib import Path
 from submitit.slurm.slurm import SlurmInfoWatcher
 
 from larsctl.schedulers.launch import build_launch, value_of
-from larsctl.schedulers.base import BatchRequest, JobInfo, JobState, Scheduler, SchedulerError
-from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record, write_script
+from larsctl.schedulers.base import BatchRequest, JobInfo, Scheduler, SchedulerError
+from larsctl.jobs.paths import JobPaths
+from larsctl.jobs.states import JobState
+from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record
 
 # Slurm's job states (squeue %T / sacct State, first word) -> larsctl's.
 SLURM_STATES: dict[str, JobState] = {
@@ -71,7 +73,7 @@ def _margin(seconds: int) -> int:
 def directives(spec, job_dir: Path, *, job_id: str, segment: int, segments: int) -> list[str]:
     """``#SBATCH`` lines, sorted by option name, values quoted."""
     p, plan = spec.profile, spec.plan
-    logs = Path(job_dir) / "logs"
+    paths = JobPaths(job_dir)
     name = spec.name if segments == 1 else f"{spec.name}.{segment + 1}of{segments}"
     opts: dict[str, object] = {
         "job-name": name,
@@ -83,8 +85,8 @@ def directives(spec, job_dir: Path, *, job_id: str, segment: int, segments: int)
         "requeue": None,
         "open-mode": "append",
         # %j keeps the output of requeued runs apart; a literal % in the path is doubled.
-        "output": str(logs / "slurm-%j.out").replace("%", "%%").replace("%%j", "%j"),
-        "error": str(logs / "slurm-%j.err").replace("%", "%%").replace("%%j", "%j"),
+        "output": str(paths.slurm_log("out")).replace("%", "%%").replace("%%j", "%j"),
+        "error": str(paths.slurm_log("err")).replace("%", "%%").replace("%%j", "%j"),
         "chdir": str(job_dir),
     }
     if value_of(p.gpu_type) != "cpu":
@@ -134,8 +136,7 @@ class SlurmScheduler(Scheduler):
                max_restarts: int = 0) -> BatchRequest:
         script, line = render(spec, job_dir, job_id=job_id, segment=segment, segments=segments,
                               max_restarts=max_restarts)
-        suffix = "" if segments == 1 else f".{segment + 1}"
-        return BatchRequest(script=script, script_path=Path(job_dir) / f"job{suffix}.sbatch",
+        return BatchRequest(script=script, script_path=JobPaths(job_dir).script(self.name, segment),
                             submit_argv=["sbatch", "--parsable"], launch_line=line, segment=segment)
 
     # -- side effects ----------------------------------------------------------
@@ -149,7 +150,7 @@ class SlurmScheduler(Scheduler):
 
     def schedule(self, request: BatchRequest, *, after: str | None = None,
                  after_kind: str = "afterany") -> str:
-        write_script(request.script_path, request.script)
+        self.write(request)
         argv = list(request.submit_argv)
         if after:
             argv += [f"--dependency={after_kind}:{after}", "--kill-on-invalid-dep=yes"]

@@ -27,12 +27,13 @@ def run(*args: str):
     (["logs", "nope"], "Error: unknown job id 'nope' (see `larsctl jobs`)"),
     (["cancel", "nope"], "Error: unknown job id 'nope' (see `larsctl jobs`)"),
     (["resume", "nope"], "Error: unknown job id 'nope' (see `larsctl jobs`)"),
-    (["submit", "--cluster", "local"], "Error: expected --recipe FILE or --target-batch N (or --gpus N)"),
-    (["submit", "--cluster", "local", "--recipe", "no/such.yaml"], "Error: --recipe no/such.yaml: no such file"),
+    (["submit", "--cluster", "local"],
+     "Error: no target batch: give --target-batch (or --gpus) or a --recipe that sets target_batch"),
+    (["submit", "--cluster", "local", "--recipe", "no/such.yaml"], "Error: no/such.yaml: no such recipe file"),
     (["submit", "--cluster", "local", "--recipe", DEMO, "--set", "=3"],
      "Error: --set '=3': expected KEY=VALUE with a trainer option name as KEY"),
     (["submit", "--cluster", "local", "--recipe", DEMO, "--set", "image_size=big"],
-     "Error: --set: image_size: expected an integer, got 'big'"),
+     "Error: --set image_size: expected an integer (got 'big')"),
     (["jobs", "--rebuild", "/no/such/dir"], "Error: /no/such/dir: no such job directory"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message):
@@ -86,7 +87,8 @@ def test_sbatch_missing_is_one_line_and_leaves_nothing(larsctl_dirs, tmp_path):
         src.replace("name: slurm-v100", "name: nosbatch").split("\nworkdir:")[0]
         + f"\nworkdir: {workdir}\n" + "\n".join(src.split("\nworkdir:")[1].splitlines()[1:]) + "\n")
     r = subprocess.run([sys.executable, "-m", "larsctl", "submit", "--cluster", "nosbatch",
-                        "--target-batch", "256"], capture_output=True, text=True, env=env)
+                        "--target-batch", "256", "--set", "dataset=digits"], capture_output=True, text=True,
+                       env=env)
     assert r.returncode == 1, r.stderr
     assert r.stderr.strip() == ("Error: submitting job.sbatch failed: sbatch: command not found "
                                 "(is this a Slurm login node?)")

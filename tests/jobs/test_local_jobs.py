@@ -102,7 +102,7 @@ def test_two_submits_at_once_get_distinct_recorded_ids(jobs, larsctl_dirs, tmp_p
     for job_id in ids:
         jobs.larsctl("cancel", job_id)
     assert not marker.exists()
-    script = Path(rows[0]["job_dir"], "job.local.sh")
+    script = Path(rows[0]["job_dir"], "job.sh")
     assert " " in str(script)
     if shutil.which("shellcheck"):
         r = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)

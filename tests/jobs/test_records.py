@@ -7,10 +7,10 @@ import sqlite3
 
 import pytest
 
-from larsctl.results import progress
-from larsctl.commands.status import aggregate
 from larsctl.jobs.registry import Registry
-from larsctl.schedulers.base import JobState as S
+from larsctl.jobs.states import JobState as S
+from larsctl.jobs.states import aggregate
+from larsctl.results import metrics
 
 
 def _train(step, t, total=100):
@@ -18,13 +18,14 @@ def _train(step, t, total=100):
             "loss": 1.0 / step, "images_per_sec": 50.0}
 
 
-def test_progress_from_metrics_lines_skips_a_torn_last_line():
+def test_progress_from_metrics_lines_skips_a_torn_last_line(tmp_path):
     lines = [json.dumps(r) for r in (
         {"kind": "event", "event": "start", "step": 0, "epoch": 0.0, "time": 0},
         _train(1, 10.0), _train(2, 12.0),
         {"kind": "val", "time": 13.0, "epoch": 0.2, "step": 2, "accuracy": 0.5, "top5": 0.9, "loss": 1.2},
         _train(3, 14.0))] + ['{"kind": "train", "ste']
-    p = progress.summarise(progress.parse_lines(lines))
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
+    p = metrics.read_progress(tmp_path / "metrics.jsonl")
     assert (p.step, p.total_steps, p.epoch, p.val_accuracy, p.val_top5) == (3, 100, 0.3, 0.5, 0.9)
     assert p.eta_seconds == pytest.approx(97 * 2.0)  # 2 s per step over the recent records
     assert p.fraction == pytest.approx(0.03)
@@ -35,13 +36,13 @@ def test_eta_uses_only_the_records_after_a_restart():
     records = [_train(1, 0.0), _train(2, 100.0), _train(3, 200.0),       # slow first run
                {"kind": "event", "event": "resume", "step": 2, "epoch": 0.2, "time": 500.0},
                _train(3, 501.0), _train(4, 502.0)]                       # 1 s per step after it
-    p = progress.summarise(records)
+    p = metrics.summarise(records)
     assert p.resumes == 1
     assert p.eta_seconds == pytest.approx(96.0)
 
 
 def test_done_event_means_no_time_left():
-    p = progress.summarise([_train(10, 1.0, total=10),
+    p = metrics.summarise([_train(10, 1.0, total=10),
                             {"kind": "event", "event": "done", "step": 10, "epoch": 1.0, "time": 2.0}])
     assert p.done and p.eta_seconds == 0.0 and p.fraction == 1.0
 
@@ -54,6 +55,9 @@ def test_done_event_means_no_time_left():
     ([S.COMPLETED, S.CANCELLED], S.CANCELLED),
     ([S.UNKNOWN, S.FAILED], S.FAILED),          # an old segment the scheduler forgot
     ([S.UNKNOWN], S.UNKNOWN),
+    ([S.PREEMPTED], S.PREEMPTED),               # PreemptMode=CANCEL: ended, not active
+    ([S.PREEMPTED, S.RUNNING], S.RUNNING),      # resumed after a preemption
+    ([S.COMPLETED, S.PENDING], S.PENDING),      # PBS: resubmitted itself, the new id waits
 ])
 def test_one_state_for_a_job_of_several_segments(segments, expected):
     assert aggregate(segments) is expected

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from larsctl.errors import UserError
-from larsctl.config.profiles import (ProfileError, expand_path, list_profiles, load_profile,
+from larsctl.config.env import expand_path
+from larsctl.config.profiles import (ProfileError, list_profiles, load_profile,
                               read_profile, shipped_dir)
 
 BASE = ["name: t", "scheduler: slurm", "nodes: 2", "gpus_per_node: 4", "gpu_type: V100-16GB",

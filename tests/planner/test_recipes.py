@@ -22,18 +22,18 @@ RECIPE_ERRORS = {
                       "6: trainer.batch_size: decided by the planner; set per_gpu_batch at the "
                       "top level (got 128)"),
     "lr_scaling": ({}, ["  lr_scaling: linear"],
-                   "6: trainer.lr_scaling: decided by the planner; jobs pass the final LR "
-                   "(lr_scaling keep); set base_lr at the top level (got 'linear')"),
+                   "6: trainer.lr_scaling: decided by the planner (jobs pass the final LR "
+                   "with lr_scaling keep); set base_lr at the top level (got 'linear')"),
     "model": ({1: "model: vgg16"}, [],
               "2: model: expected 'resnet18', 'resnet50' or 'resnet101' (got 'vgg16')"),
     "missing_target": ({2: "# none"}, [], "1: target_batch: missing required field"),
     "base_op": ({}, ["  base_op: adam"],
-                "6: trainer.base_op: expected 'lars', 'lamb' or 'sgd' (got 'adam')"),
-    "dataset": ({}, ["  dataset: cifar10"], "6: trainer.dataset: expected 'digits' (got 'cifar10')"),
+                "6: trainer.base_op: expected one of lars, lamb, sgd (got 'adam')"),
+    "dataset": ({}, ["  dataset: cifar10"], "6: trainer.dataset: expected digits (got 'cifar10')"),
     "negative_lr": ({}, ["base_lr: -1"], "6: base_lr: expected > 0 (got -1)"),
     "per_gpu_batch": ({}, ["per_gpu_batch: 0"], "6: per_gpu_batch: expected >= 1 (got 0)"),
     "boolean": ({}, ["  bn_bias_separately: maybe"],
-                "6: trainer.bn_bias_separately: expected a valid boolean (got 'maybe')"),
+                "6: trainer.bn_bias_separately: expected true or false (got 'maybe')"),
     "precision": ({}, ["precision: fp8"],
                   "6: precision: expected 'fp32', 'fp16' or 'bf16' (got 'fp8')"),
 }
@@ -126,5 +126,5 @@ def test_flags_override_the_recipe():
     assert (plan.effective_batch, plan.epochs, plan.precision, plan.per_gpu_batch) == \
         (16384, 30, "fp16", 256)
     assert spec.trainer["amp"] == "fp16" and spec.trainer["fp16_allreduce"] is True
-    with pytest.raises(TypeError, match="unknown overrides: momentum"):
+    with pytest.raises(TypeError, match="unknown flags: momentum"):
         resolve_job("local", target_batch=256, momentum=0.9)

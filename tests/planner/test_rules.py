@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from larsctl.planning.planner import Cluster, PlanRequest, lr_by_rule, make_plan, pretty_power, \
-    pretty_warmup
+from larsctl.format import power_form, warmup_form
+from larsctl.planning.planner import Cluster, PlanRequest, lr_by_rule, make_plan
 from larsctl.config.profiles import load_profile
 from larsctl.planning.spec import resolve_job
 
@@ -109,6 +109,6 @@ def test_lr_rule_flag_switches_rules_and_recipe_overrides_still_win():
 
 
 def test_pretty_forms():
-    assert [pretty_power(v) for v in (4.0, 2 ** 2.5, 32.0, 3.2)] == ["2^2", "2^2.5", "2^5", "3.2"]
-    assert [pretty_warmup(v) for v in (10 / 64, 0.3125, 5.0, 14.0, 0.3)] == \
-        ["10/2^6", "10/2^5", "5", "14", "0.3"]
+    assert [power_form(v) for v in (4.0, 2 ** 2.5, 32.0, 3.2, 1.0)] == ["2^2", "2^2.5", "2^5", None, None]
+    assert [warmup_form(v) for v in (10 / 64, 0.3125, 5.0, 14.0, 0.3)] == \
+        ["10/2^6", "10/2^5", None, None, None]

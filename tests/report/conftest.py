@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from larsctl.planning.spec import resolve_job
+
+REPO = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
 
 
@@ -52,14 +55,13 @@ def write_run(root: Path, batch: int = 64, steps_per_epoch: int = 10, epochs: in
     if jsonl:
         (root / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     if job_yaml:
-        spec = {
-            "job": {"name": root.name, "cluster": "local", "recipe": None},
-            "plan": {"nodes": 1, "gpus": gpus, "gpus_per_node": gpus, "per_gpu_batch": batch // gpus,
-                     "batches_per_allreduce": 1, "effective_batch": batch, "base_lr": 2 ** 2.5,
-                     "warmup_epochs": 10 / 2 ** 6, "epsilon": 1e-5, "lr_rule": "sqrt"},
-            "cluster": {"name": "local", "scheduler": "local"},
-            "trainer": {"base_op": optimizer, "batch_size": batch // gpus, "base_lr": 2 ** 2.5},
-        }
+        # What larsctl writes for a small job, with the batch numbers of this run put in.
+        spec = resolve_job("local", REPO / "jobs" / "demo.yaml", name=root.name, trainer={"base_op": optimizer},
+                           base_lr=2 ** 2.5, warmup_epochs=10 / 2 ** 6, epsilon=1e-5, lr_rule="sqrt",
+                           epochs=epochs).to_dict()
+        spec["plan"].update(nodes=1, gpus=gpus, gpus_per_node=gpus, per_gpu_batch=batch // gpus,
+                            batches_per_allreduce=1, effective_batch=batch)
+        spec["trainer"].update(batch_size=batch // gpus)
         (root / "job.yaml").write_text(yaml.safe_dump(spec))
     return root
 

@@ -6,7 +6,8 @@ import json
 import pytest
 import yaml
 
-from larsctl.results.runs import NoResults, TAGS, load_run, read_metrics
+from larsctl.results.metrics import read_records
+from larsctl.results.runs import NoResults, TAGS, load_run
 
 
 def jsonl(path):
@@ -105,7 +106,7 @@ def test_a_resumed_run_counts_rerun_steps_once_and_not_the_queue_time(tmp_path):
            "loss": 0.5, "accuracy": 0.2, "lr": 0.1, "images_per_sec": 1.0} for s in range(6, 11)),
     ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"kind": "tra')  # torn tail
-    records = read_metrics(path)
+    records = read_records(path, strict=True)
     train = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(1, 11))
     assert [r["loss"] for r in train if r["step"] >= 6] == [0.5] * 5

@@ -27,9 +27,9 @@ def make_spec(profile, recipe: str = "jobs/demo.yaml", **overrides):
 
 
 def big_spec(profile):
-    """Two nodes' worth of GPUs (multi-node launch lines), one epoch of the 4k recipe."""
+    """Two nodes' worth of GPUs (multi-node launch lines), two epochs of the 4k recipe."""
     gpus = min(profile.max_gpus, 2 * profile.gpus_per_node)
-    return resolve_job(profile, REPO / "jobs/resnet50-lars-4k.yaml", gpus=gpus, epochs=1)
+    return resolve_job(profile, REPO / "jobs/resnet50-lars-4k.yaml", gpus=gpus, epochs=2)
 
 
 def shellcheck(text: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from larsctl.schedulers import get_scheduler
-from larsctl.schedulers.batch import read_restarts
+from larsctl.jobs.paths import JobPaths
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,8 @@ def _log(d: Path) -> str:
 
 @pytest.mark.parametrize("mpi", ["gloo", "openmpi"])
 def test_walltime_timer_sends_usr2_and_the_script_resubmits_itself(support, tmp_path, mpi):
-    request, d, env = _prepare(support, tmp_path, mpi=mpi, walltime="00:00:08", margin=5)
+    # USR2 10 s in: horovodrun and mpirun have started their ranks by then, even on a loaded machine.
+    request, d, env = _prepare(support, tmp_path, mpi=mpi, walltime="00:00:15", margin=5)
     env["FAKE_SECONDS"] = "60"  # would outlive the walltime without the timer
     start = time.monotonic()
     r = _run(request, env, tmp_path)
@@ -69,7 +70,7 @@ def test_walltime_timer_sends_usr2_and_the_script_resubmits_itself(support, tmp_
     assert all("signal SIGUSR2" in lines for lines in notes.values()), notes
     args = (tmp_path / "qsub-args").read_text().splitlines()
     assert args == ["-W", "depend=afterany:77.pbs-server", "-v", "LARSCTL_RESTARTS=1", str(request.script_path)]
-    [row] = read_restarts(d)
+    [row] = JobPaths(d).restart_records()
     assert row["scheduler_id"] == "77.pbs-server" and row["next"] == "78.pbs-server"
     assert row["restart"] == "1" and row["signal"] == "USR2"
 
@@ -78,7 +79,7 @@ def test_finished_run_neither_resubmits_nor_leaves_the_timer(support, tmp_path):
     request, d, env = _prepare(support, tmp_path, mpi="openmpi", walltime="00:59:00", margin=60)
     r = _run(request, env, tmp_path)
     assert r.returncode == 0, _log(d)[-3000:]
-    assert not (tmp_path / "qsub-args").exists() and read_restarts(d) == []
+    assert not (tmp_path / "qsub-args").exists() and JobPaths(d).restart_records() == []
     assert all(lines[-1] == "done" for lines in support.rank_notes(d).values())
     sleepers = subprocess.run(["pgrep", "-f", "^sleep 3480$"], capture_output=True, text=True).stdout
     assert sleepers == ""  # the background timer was killed with its sleep
@@ -111,4 +112,4 @@ def test_term_checkpoints_but_does_not_resubmit(support, tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) != 0
     assert all("signal SIGUSR2" in lines for lines in support.rank_notes(d).values())
-    assert not (tmp_path / "qsub-args").exists() and read_restarts(d) == []
+    assert not (tmp_path / "qsub-args").exists() and JobPaths(d).restart_records() == []

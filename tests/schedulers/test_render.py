@@ -101,7 +101,7 @@ def test_chain_segments_get_their_own_script_and_name(support):
     spec = support.make_spec(profile)
     s = get_scheduler("slurm")
     second = s.dryrun(spec, Path("/w"), job_id="j", segment=1, segments=3)
-    assert second.script_path == Path("/w/job.2.sbatch")
+    assert second.script_path == Path("/w/job.1.sbatch")  # file names count segments from 0
     assert "#SBATCH --job-name=demo.2of3" in second.script
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from larsctl.schedulers import JobState
-from larsctl.schedulers.batch import read_restarts
+from larsctl.jobs.paths import JobPaths
 from larsctl.schedulers.pbs import parse_qstat_full, parse_qstat_json, pbs_state
 from larsctl.schedulers.slurm import parse_sacct, parse_squeue, slurm_state
 
@@ -69,9 +69,10 @@ def test_parse_qstat_full_torque_blocks():
     assert infos["5"].state is JobState.COMPLETED and infos["6.host"].state is JobState.RUNNING
 
 
-def test_read_restarts(tmp_path):
+def test_restart_records(tmp_path):
     (tmp_path / "restarts").write_text("time=t scheduler_id=5 restart=1 rc=75 signal=USR2 segment=0\n"
                                        "time=u scheduler_id=9.srv restart=2 rc=75 signal=none next=10.srv\n")
-    rows = read_restarts(tmp_path)
+    rows = JobPaths(tmp_path).restart_records()
     assert [r["restart"] for r in rows] == ["1", "2"] and rows[1]["next"] == "10.srv"
-    assert read_restarts(tmp_path / "missing") == []
+    assert JobPaths(tmp_path).resubmitted_ids() == ["10.srv"]
+    assert JobPaths(tmp_path / "missing").restart_records() == []

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from larsctl.schedulers import JobState, SchedulerError, get_scheduler
-from larsctl.schedulers.batch import read_restarts
+from larsctl.jobs.paths import JobPaths
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -77,7 +77,7 @@ def test_cancel_is_cancelled_and_idempotent(slurm_cluster, support, fake_trainer
     assert info.state is JobState.CANCELLED
     s.cancel(job_id)  # again: no error
     s.cancel("987654")  # unknown: no error
-    assert read_restarts(d) == []  # a cancelled job is not requeued
+    assert JobPaths(d).restart_records() == []  # a cancelled job is not requeued
 
 
 def test_exit_75_requeues_then_completes(slurm_cluster, support, fake_trainer_env, tmp_path):
@@ -92,7 +92,7 @@ def test_exit_75_requeues_then_completes(slurm_cluster, support, fake_trainer_en
 
     info, seen = _wait(s, job_id, lambda i: i.state.is_terminal, on_state=release)
     assert info.state is JobState.COMPLETED and info.restarts == 1, _log(d)
-    [row] = read_restarts(d)
+    [row] = JobPaths(d).restart_records()
     assert row["restart"] == "1" and row["rc"] == "75" and row["scheduler_id"] == job_id
     notes = support.rank_notes(d)["rank0"]
     assert notes[0].startswith("start restart=0") and "start restart=1" in notes[2]
@@ -117,7 +117,7 @@ def test_usr2_before_the_limit_reaches_horovodrun_ranks_and_requeues(slurm_clust
     assert info.state is JobState.COMPLETED and info.restarts == 1, _log(d)
     notes = support.rank_notes(d)
     assert all("signal SIGUSR2" in lines for lines in notes.values()), notes
-    assert read_restarts(d)[0]["signal"] == "USR2"
+    assert JobPaths(d).restart_records()[0]["signal"] == "USR2"
 
 
 def test_chain_dependencies(slurm_cluster, support, fake_trainer_env, tmp_path):

@@ -1,0 +1,323 @@
+"""The life of a job once planned: submit, refresh, cancel, resume, watch.
+
+The commands are Click code around these functions.  The flow (TorchX's
+dryrun/schedule split): render every segment with the scheduler's pure
+``dryrun`` first, then create the job directory, submit and record; a job that
+cannot run is refused before anything is written.
+
+State comes from the scheduler with one batched ``describe`` per scheduler
+(submitit's InfoWatcher idea); finished states are cached in the registry and
+never asked again.  Progress comes from the job's metrics.jsonl, read locally on
+every refresh.
+"""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from larsctl.config.env import variables_in
+from larsctl.errors import Failure, UserError, one_line
+from larsctl.jobs import paths as jobdir
+from larsctl.jobs.registry import JobRecord, Registry, new_job_id, save_copy
+from larsctl.jobs.states import JobState, aggregate
+from larsctl.planning.spec import JobSpec
+from larsctl.results.metrics import Progress, read_progress
+from larsctl.schedulers import BatchRequest, JobInfo, Scheduler, SchedulerError, get_scheduler
+
+DEFAULT_MAX_RESTARTS = 3
+# Scheduler polling while watching: 2 s, growing while nothing changes, at most 60 s
+# (submitit's InfoWatcher); metrics.jsonl is read every METRICS_INTERVAL_S.
+POLL_MIN_S, POLL_MAX_S, POLL_GROWTH = 2.0, 60.0, 1.5
+METRICS_INTERVAL_S = 1.0
+
+Warn = Callable[[str], None]
+
+
+class PartialSubmit(Failure):
+    """Some segments went in, then one failed (``ids``: the ones submitted)."""
+
+    def __init__(self, ids: list[str], message: str):
+        super().__init__(message)
+        self.ids = ids
+
+
+@dataclass
+class JobRow:
+    """A job as status shows it: its record, its progress and what the scheduler said."""
+
+    record: JobRecord
+    progress: Progress
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> JobState:
+        return self.record.state
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more can change: ended, lost its directory, or never submitted."""
+        return self.state.is_terminal or bool(self.warnings) or not self.record.scheduler_ids
+
+    def to_dict(self) -> dict:
+        return {**self.record.to_dict(), "reason": self.reason, "progress": self.progress.to_dict()}
+
+
+# -- planning a submission (pure until schedule) ----------------------------------------
+def render(scheduler: Scheduler, spec: JobSpec, paths: jobdir.JobPaths, job_id: str, first_segment: int,
+           segments: int, max_restarts: int) -> list[BatchRequest]:
+    """Every segment's BatchRequest (pure)."""
+    try:
+        return [scheduler.dryrun(spec, paths.root, job_id=job_id, segment=first_segment + i,
+                                 segments=first_segment + segments, max_restarts=max_restarts)
+                for i in range(segments)]
+    except (SchedulerError, ValueError) as exc:
+        raise UserError(f"cannot render the batch script: {one_line(exc)}") from None
+
+
+def _workdir(spec: JobSpec, dry_run: bool) -> Path:
+    """The profile's workdir; a job that really runs needs every $VAR in its paths set."""
+    workdir = spec.profile.expanded_workdir()
+    missing = set(spec.unset_variables) | variables_in(str(workdir))
+    if missing and not dry_run:
+        raise UserError(f"environment variable(s) {', '.join(sorted(missing))} used in the job's paths "
+                        f"(profile workdir {spec.profile.workdir!r} or the recipe's data dirs) are not set; "
+                        "export them first")
+    return workdir
+
+
+def unset_variables(spec: JobSpec) -> list[str]:
+    """$VARS the job's paths use that are not set here (a dry run shows them as written)."""
+    return sorted(set(spec.unset_variables) | variables_in(str(spec.profile.expanded_workdir())))
+
+
+def dry_run(spec: JobSpec, chain: int, max_restarts: int) -> list[BatchRequest]:
+    """What ``submit`` would write and run, touching nothing."""
+    spec.check_runnable()
+    job_id = new_job_id(spec.name)
+    paths = jobdir.JobPaths(_workdir(spec, dry_run=True) / job_id)
+    return render(get_scheduler(spec.profile.scheduler), spec, paths, job_id, 0, chain, max_restarts)
+
+
+def _create(paths: jobdir.JobPaths, spec: JobSpec, requests: list[BatchRequest] = ()) -> None:
+    files = {paths.job_yaml: spec.to_yaml(), paths.metrics: ""}
+    files.update({r.script_path: r.script for r in requests})
+    try:
+        jobdir.create(paths, files, executable=tuple(r.script_path for r in requests))
+    except OSError as exc:  # read-only, permission denied, ... (a full disk is already a Failure)
+        raise Failure(f"cannot create the job directory {paths.root}: {exc.strerror or exc}") from None
+
+
+def write_scripts(spec: JobSpec, chain: int, max_restarts: int) -> list[Path]:
+    """``larsctl script``: a job directory with its batch scripts, nothing submitted."""
+    spec.check_runnable()
+    job_id = new_job_id(spec.name)
+    paths = jobdir.JobPaths(_workdir(spec, dry_run=False) / job_id)
+    requests = render(get_scheduler(spec.profile.scheduler), spec, paths, job_id, 0, chain, max_restarts)
+    _create(paths, spec, requests)
+    return [r.script_path for r in requests]
+
+
+def schedule_segments(scheduler: Scheduler, requests: list[BatchRequest]) -> list[str]:
+    """Submit the segments one after the other, each depending on the one before (afterany).
+
+    A failure part-way raises :class:`PartialSubmit` naming how many went in.
+    """
+    ids: list[str] = []
+    after = None
+    for request in requests:
+        try:
+            sid = scheduler.schedule(request, after=after, after_kind="afterany")
+        except SchedulerError as exc:
+            raise PartialSubmit(ids, f"submitting {request.script_path.name} failed: {one_line(exc)}") from None
+        except FileNotFoundError as exc:
+            raise PartialSubmit(ids, f"submitting {request.script_path.name} failed: "
+                                     f"{exc.filename or exc}: command not found") from None
+        ids.append(sid)
+        after = sid
+    return ids
+
+
+def submit(spec: JobSpec, chain: int, max_restarts: int, warn: Warn) -> JobRecord:
+    """Claim an id, create the job directory, submit every segment, record it.
+
+    All or nothing until the first segment is in: a failure before that
+    removes the directory and the record again.
+    """
+    spec.check_runnable()
+    workdir = _workdir(spec, dry_run=False)
+    scheduler = get_scheduler(spec.profile.scheduler)
+    registry = Registry()
+    profile = spec.profile
+    record = registry.claim_id(spec.name, cluster=profile.name, scheduler=profile.scheduler,
+                               job_dir="", state=JobState.SUBMITTING)
+    paths = jobdir.JobPaths(workdir / record.id)
+    record = registry.update(record.id, job_dir=str(paths.root))
+    ids: list[str] = []
+    try:
+        requests = render(scheduler, spec, paths, record.id, 0, chain, max_restarts)
+        _create(paths, spec)
+        try:
+            ids = schedule_segments(scheduler, requests)
+        except PartialSubmit as exc:
+            ids = exc.ids
+            if not ids:
+                raise
+            warn(f"{exc.message}; {len(ids)} of {chain} segments submitted")
+    except BaseException:
+        if not ids:
+            shutil.rmtree(paths.root, ignore_errors=True)
+            try:
+                registry.delete(record.id)
+            except (Failure, sqlite3.Error):
+                pass
+        raise
+    record = registry.update(record.id, scheduler_ids=ids, state=JobState.PENDING)
+    save_copy(record)
+    return record
+
+
+# -- where jobs are ----------------------------------------------------------------------
+def spec_of(record: JobRecord) -> JobSpec:
+    """The JobSpec saved in the job's job.yaml (a job is resumed exactly as it was planned)."""
+    path = record.paths.job_yaml
+    try:
+        return JobSpec.read(path)
+    except FileNotFoundError:
+        raise Failure(f"job {record.id}: {path} is missing") from None
+    except UserError as exc:
+        raise Failure(exc.message) from None
+
+
+def require_dir(record: JobRecord) -> None:
+    """A clear error when the job directory was removed under a record."""
+    if not Path(record.job_dir).is_dir():
+        raise Failure(f"job {record.id}: its job directory {record.job_dir} was deleted")
+
+
+def _adopt_resubmissions(registry: Registry, record: JobRecord) -> JobRecord:
+    """Scheduler ids the job's own script submitted it as (PBS requeue) become part of the job,
+    which is then waiting again, whatever the scheduler said of the run that resubmitted it."""
+    new = [sid for sid in record.paths.resubmitted_ids() if sid not in record.scheduler_ids]
+    if not new:
+        return record
+    record = registry.update(record.id, scheduler_ids=[*record.scheduler_ids, *new], state=JobState.PENDING)
+    save_copy(record)
+    return record
+
+
+def refresh(registry: Registry, records: list[JobRecord],
+            ask_scheduler: bool = True) -> tuple[list[JobRow], list[str]]:
+    """Each job's progress (from metrics.jsonl) and, with ``ask_scheduler``, its state:
+    one ``describe`` per scheduler for all unfinished jobs; what changed is stored.
+
+    Returns the rows and the scheduler errors (the rows then keep their last known state).
+    """
+    errors: list[str] = []
+    records = [_adopt_resubmissions(registry, r) if Path(r.job_dir).is_dir() else r for r in records]
+    infos: dict[str, JobInfo] = {}
+    if ask_scheduler:
+        by_scheduler: dict[str, list[str]] = {}
+        for rec in records:
+            if rec.scheduler_ids and not rec.state.is_terminal:
+                by_scheduler.setdefault(rec.scheduler, []).extend(rec.scheduler_ids)
+        for name, ids in by_scheduler.items():
+            try:
+                infos.update(get_scheduler(name).describe(ids))
+            except (SchedulerError, ValueError, FileNotFoundError) as exc:
+                errors.append(f"{name} scheduler: {one_line(exc)}")
+    rows = []
+    for rec in records:
+        row = JobRow(rec, Progress())
+        if not Path(rec.job_dir).is_dir():
+            row.warnings.append(f"job {rec.id}: its job directory {rec.job_dir} was deleted")
+        else:
+            row.progress = read_progress(rec.paths.metrics)
+        seg = [infos[s] for s in rec.scheduler_ids if s in infos]
+        if seg and len(seg) == len(rec.scheduler_ids):
+            state = aggregate([i.state for i in seg])
+            restarts = max([rec.paths.read_restarts(), *(i.restarts for i in seg)])
+            row.reason = next((i.reason for i in seg if i.state == state and i.reason), "")
+            if state != rec.state or restarts != rec.restarts:
+                rec = registry.update(rec.id, state=state, restarts=restarts)
+                save_copy(rec)
+                row.record = rec
+        rows.append(row)
+    return rows, errors
+
+
+def watch(registry: Registry, job_ids: list[str], sleep: Callable[[float], None] = time.sleep,
+          ) -> Iterator[tuple[list[JobRow], list[str]]]:
+    """Rows every METRICS_INTERVAL_S until every job is settled (the last rows included).
+
+    The scheduler is asked at POLL_MIN_S, then less often while nothing changes (up
+    to POLL_MAX_S); a change of any job's state brings the interval back down.
+    """
+    interval, next_poll = POLL_MIN_S, 0.0
+    last: dict[str, JobState] = {}
+    while True:
+        now = time.monotonic()
+        ask = now >= next_poll
+        rows, errors = refresh(registry, [registry.get(j) for j in job_ids], ask_scheduler=ask)
+        if ask:
+            states = {r.record.id: r.state for r in rows}
+            interval = POLL_MIN_S if states != last else min(POLL_MAX_S, interval * POLL_GROWTH)
+            last, next_poll = states, now + interval
+        yield rows, errors
+        if all(r.settled for r in rows):
+            return
+        sleep(METRICS_INTERVAL_S)
+
+
+# -- changing them -------------------------------------------------------------------------
+def cancel(registry: Registry, job_id: str) -> tuple[JobRecord, bool]:
+    """Cancel every segment, last first; (record, whether it had already ended).
+
+    Safe to repeat (TorchX): an ended job is left alone.
+    """
+    rec = refresh(registry, [registry.get(job_id)])[0][0].record
+    if rec.state.is_terminal:
+        return rec, True
+    scheduler = get_scheduler(rec.scheduler)
+    # Last segment first: a waiting segment must not start when the one before it ends.
+    for sid in reversed(rec.scheduler_ids):
+        try:
+            scheduler.cancel(sid)
+        except SchedulerError as exc:
+            raise Failure(f"cancelling {rec.id} (scheduler id {sid}) failed: {one_line(exc)}") from None
+    row = refresh(registry, [registry.get(rec.id)])[0][0]
+    rec = row.record
+    # Some schedulers report a killed job as finished (Torque's qstat: C, no exit
+    # status): unless the trainer said it was done, what larsctl killed is CANCELLED.
+    if not rec.state.is_terminal or (rec.state is JobState.COMPLETED and not row.progress.done):
+        rec = registry.update(rec.id, state=JobState.CANCELLED)
+        save_copy(rec)
+    return rec, False
+
+
+def resume(registry: Registry, job_id: str, chain: int, max_restarts: int, warn: Warn) -> JobRecord:
+    """Submit a stopped job again into its job directory; the trainer continues from its
+    newest valid checkpoint there."""
+    record = registry.get(job_id)
+    require_dir(record)
+    record = refresh(registry, [record])[0][0].record
+    if record.state.is_active:
+        raise UserError(f"job {job_id} is {record.state.value}; cancel it first or wait for it to end")
+    spec = spec_of(record)
+    scheduler = get_scheduler(spec.profile.scheduler)
+    requests = render(scheduler, spec, record.paths, record.id, record.paths.segments(scheduler.name),
+                      chain, max_restarts)
+    try:
+        ids = schedule_segments(scheduler, requests)
+    except PartialSubmit as exc:
+        if not exc.ids:
+            raise
+        warn(exc.message)
+        ids = exc.ids
+    record = registry.update(record.id, scheduler_ids=[*record.scheduler_ids, *ids], state=JobState.PENDING)
+    save_copy(record)
+    return record
