@@ -93,6 +93,27 @@ def test_chain_resumes_in_the_next_segment_after_the_time_limit(slurm_cluster, s
     jobs.larsctl("cancel", job_id)
 
 
+def test_a_preempted_job_ends_for_watch_follow_logs_and_cancel_and_can_be_resumed(
+        slurm_cluster, slurm_profile, jobs):
+    """Slurm PreemptMode=CANCEL: a job of the urgent partition takes the node; ours ends PREEMPTED."""
+    cluster = slurm_profile("testslurmpreempt", engine="ddp", mpi="gloo")
+    job_id = jobs.larsctl("submit", "--cluster", cluster, *jobs.SHORT, "--max-steps", "400").stdout.strip()
+    jobs.wait_for(job_id, lambda r: r["state"] == "RUNNING", what="RUNNING")
+    urgent = slurm_cluster.run("sbatch", "--parsable", "--partition", "urgent", "--ntasks", "1",
+                               "--cpus-per-task", "4", "--output", "/dev/null", "--wrap", "sleep 1").stdout.strip()
+    row = jobs.wait_for(job_id, lambda r: r["state"] == "PREEMPTED", timeout=90, what="PREEMPTED")
+    # Each of these would poll forever if PREEMPTED were not a final state.
+    watch = jobs.larsctl("status", "--watch", job_id, check=False, timeout=60)
+    assert watch.returncode == 1 and "PREEMPTED" in watch.stderr
+    jobs.larsctl("logs", "--follow", job_id, timeout=60)
+    assert jobs.larsctl("cancel", job_id).stdout.strip() == f"{job_id}: already PREEMPTED"
+    slurm_cluster.run("scontrol", "wait_job", urgent, timeout=60, check=False)
+    jobs.larsctl("resume", job_id)
+    resumed = jobs.wait_for(job_id, lambda r: r["state"] in ("PENDING", "RUNNING"), what="resumed")
+    assert len(resumed["scheduler_ids"]) == 2 and row["scheduler_ids"][0] == resumed["scheduler_ids"][0]
+    jobs.larsctl("cancel", job_id)
+
+
 def test_sbatch_failure_shows_its_stderr_and_leaves_nothing(slurm_cluster, slurm_profile, jobs, tmp_path):
     cluster = slurm_profile("badpartition", partition="nosuch")
     r = jobs.larsctl("submit", "--cluster", cluster, *jobs.SHORT, check=False)

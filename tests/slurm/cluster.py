@@ -25,6 +25,9 @@ from pathlib import Path
 
 DEBIAN_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 PARTITION = "debug"
+# A higher-tier partition whose jobs preempt (cancel) debug jobs: how tests make a real
+# PREEMPTED job (Slurm PreemptMode=CANCEL).
+URGENT_PARTITION = "urgent"
 # Four CPUs even on a 2-core machine, so a 2-rank job and a second job can run at once.
 MIN_CPUS = 4
 CRED_EXPIRE = 5  # seconds
@@ -111,6 +114,8 @@ class TestSlurm:
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_Core",
             "SchedulerType=sched/backfill",
+            "PreemptType=preempt/partition_prio",
+            "PreemptMode=CANCEL",
             "SchedulerParameters=sched_interval=2,bf_interval=2",
             "SlurmdParameters=config_overrides",
             "ReturnToService=2",
@@ -121,7 +126,10 @@ class TestSlurm:
             "MessageTimeout=20",
             f"NodeName={self.node} NodeHostname={socket.gethostname()} NodeAddr=127.0.0.1 "
             f"Port={slurmd_port} CPUs={max(cpus, MIN_CPUS)} RealMemory={mem} State=UNKNOWN",
-            f"PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
+            f"PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP "
+            "PriorityTier=1",
+            f"PartitionName={URGENT_PARTITION} Nodes={self.node} MaxTime=INFINITE State=UP "
+            "PriorityTier=10 PreemptMode=OFF",
         ]
         return "\n".join(lines) + "\n"
 
