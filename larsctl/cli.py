@@ -28,6 +28,7 @@ COMMANDS = {
     "report": "larsctl.commands.report:report",
     "compare": "larsctl.commands.report:compare",
     "tensorboard": "larsctl.commands.report:tensorboard",
+    "doctor": "larsctl.commands.doctor:doctor",
 }
 
 

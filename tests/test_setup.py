@@ -82,3 +82,95 @@ def test_a_bad_argument_is_refused():
     assert r.returncode == 2
     assert "unknown argument '--frobnicate'" in r.stderr
 
+
+def _cached_horovod_wheel() -> Path | None:
+    """The wheel the suite's own set-up built or found (CI builds it into a fresh cache)."""
+    roots = [os.environ.get("LARSCTL_WHEEL_CACHE"), Path.home() / ".cache" / "larsctl" / "wheels"]
+    for root in filter(None, roots):
+        found = sorted(Path(root).glob("torch-*/*/horovod-*.whl"))
+        if found:
+            return found[-1]
+    return None
+
+
+def _as_user(user: str, argv: list[str], env: dict, cwd: Path, timeout: float = 900):
+    return subprocess.run(["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+                           *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+def test_an_unprivileged_user_installs_without_apt_then_doctor_passes():
+    """The cluster path, for real, as the unprivileged user ``nobody``: no root, so apt is
+    skipped and the prerequisites are checked; a new venv from the machine's own Python
+    (Debian's /usr/bin/python3.11, as a module Python would be), pip against
+    constraints.txt, the editable install of a copy of this project, Horovod from the
+    wheel cache against the MPI on PATH; then ``larsctl doctor --cluster local``.
+
+    To keep it to seconds, the 5 GB of torch, DALI and the rest are not downloaded
+    again: the new venv sees the project venv's packages (except larsctl and Horovod,
+    which the set-up installs itself) through a .pth file made before the set-up runs.
+    """
+    import pwd
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("needs root and runuser to become an unprivileged user")
+    user = "nobody"
+    entry = pwd.getpwnam(user)
+    system_python = Path("/usr/bin/python3.11")
+    if not system_python.exists():
+        pytest.skip("needs the machine's own /usr/bin/python3.11 (pyenv's lives under /root)")
+    site = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    wheel = _cached_horovod_wheel()
+    # Not under pytest's 0700 tmp dirs: the user must reach it.
+    base = Path(tempfile.mkdtemp(prefix="larsctl-unprivileged-"))
+    try:
+        base.chmod(0o755)
+        project, home, shared = base / "larsctl", base / "home", base / "shared-site"
+        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                               capture_output=True, check=True).stdout.decode().split("\0")
+        for name in filter(None, files):
+            if (REPO / name).is_file():
+                (project / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / name, project / name)
+        home.mkdir()
+        shared.mkdir()
+        skip = ("horovod", "larsctl", "__editable__", "_distutils_hack", "distutils-precedence",
+                "pip", "setuptools", "wheel", "pkg_resources")
+        for item in site.iterdir():
+            if not item.name.startswith(skip) and item.suffix != ".pth":
+                (shared / item.name).symlink_to(item)
+        flavour = subprocess.run(["bash", "-c", "source .ci/lib.sh; build_flavour"], cwd=REPO,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        cache = home / ".cache" / "larsctl" / "wheels"
+        if wheel is not None:
+            (cache / wheel.parent.parent.name / flavour).mkdir(parents=True)
+            shutil.copy2(wheel, cache / wheel.parent.parent.name / flavour / wheel.name)
+        subprocess.run(["chown", "-R", f"{entry.pw_uid}:{entry.pw_gid}", str(project), str(home)], check=True)
+        env = {"HOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        for name in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CERT",
+                     "PIP_DEFAULT_TIMEOUT", "HTTPS_PROXY", "https_proxy"):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
+        made = _as_user(user, [str(system_python), "-m", "venv", ".venv"], env, project)
+        assert made.returncode == 0, made.stderr
+        venv_site = project / ".venv" / "lib" / "python3.11" / "site-packages"
+        (venv_site / "larsctl-test-shared.pth").write_text(f"{shared}\n")
+
+        setup = _as_user(user, ["bash", ".ci/setup.sh", "demo"], env, project)
+        assert setup.returncode == 0, f"stdout:\n{setup.stdout[-3000:]}\nstderr:\n{setup.stderr[-6000:]}"
+        assert "not root and no passwordless sudo: skipping apt" in setup.stderr
+        where = _as_user(user, [".venv/bin/python", "-c", "import horovod.torch as h, larsctl; "
+                                "print(h.__file__); print(larsctl.__file__)"], env, project)
+        hvd_file, larsctl_file = where.stdout.split()
+        assert hvd_file.startswith(str(venv_site)), where.stdout  # installed by the set-up, not shared
+        assert larsctl_file.startswith(str(project)), where.stdout
+
+        doctor = _as_user(user, [".venv/bin/larsctl", "doctor", "--cluster", "local"],
+                          {**env, "LARSCTL_HOME": str(home / "larsctl")}, project, timeout=120)
+        assert doctor.returncode == 0, f"stdout:\n{doctor.stdout}\nstderr:\n{doctor.stderr}"
+        assert "FAIL" not in doctor.stdout
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
