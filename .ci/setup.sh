@@ -29,9 +29,11 @@ cache=${LARSCTL_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/larsctl/wheels}
 # --- Debian packages (skipped without root) ---------------------------------------
 debs=(openmpi-bin libopenmpi-dev cmake g++ make)
 if [ "$profile" = test ]; then
-  # A real single-node Slurm for the submit tests, Torque-compatible qsub/qstat/qdel
+  # A real Slurm for the submit tests (single-node, and a multi-node one in network
+  # namespaces with sshd per node: iproute2, openssh), Torque-compatible qsub/qstat/qdel
   # on top of it for the PBS client side, and shellcheck for generated scripts.
-  debs+=(slurmctld slurmd slurm-client munge slurm-wlm-torque shellcheck procps)
+  debs+=(slurmctld slurmd slurm-client munge slurm-wlm-torque shellcheck procps
+         iproute2 openssh-server openssh-client)
 fi
 sudo=()
 if [ "$apt" = auto ]; then
