@@ -251,7 +251,7 @@ def refresh(registry: Registry, records: list[JobRecord],
 
 
 def watch(registry: Registry, job_ids: list[str], sleep: Callable[[float], None] = time.sleep,
-          ) -> Iterator[tuple[list[JobRow], list[str]]]:
+          clock: Callable[[], float] = time.monotonic) -> Iterator[tuple[list[JobRow], list[str]]]:
     """Rows every METRICS_INTERVAL_S until every job is settled (the last rows included).
 
     The scheduler is asked at POLL_MIN_S, then less often while nothing changes (up
@@ -260,7 +260,7 @@ def watch(registry: Registry, job_ids: list[str], sleep: Callable[[float], None]
     interval, next_poll = POLL_MIN_S, 0.0
     last: dict[str, JobState] = {}
     while True:
-        now = time.monotonic()
+        now = clock()
         ask = now >= next_poll
         rows, errors = refresh(registry, [registry.get(j) for j in job_ids], ask_scheduler=ask)
         if ask:

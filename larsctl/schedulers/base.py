@@ -8,8 +8,10 @@ state names onto :class:`JobState`; ``cancel`` is safe to repeat.
 from __future__ import annotations
 
 import abc
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from larsctl.jobs.paths import atomic_write
 from larsctl.jobs.states import JobState
@@ -83,3 +85,30 @@ class Scheduler(abc.ABC):
     @abc.abstractmethod
     def cancel(self, scheduler_id: str) -> None:
         """Cancel a job; cancelling a finished or unknown job is not an error."""
+
+
+@dataclass
+class CommandLineScheduler(Scheduler):
+    """A scheduler driven by its command-line tools (sbatch..., qsub...), each call bounded
+    by ``timeout`` seconds; a missing tool or a silent controller is a SchedulerError."""
+
+    timeout: float = 30.0
+    system: ClassVar[str]          # "Slurm", "PBS": named when its commands are missing
+    cancel_command: ClassVar[str]  # scancel, qdel
+
+    def run(self, argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, cwd=cwd)
+        except FileNotFoundError:
+            raise SchedulerError(f"{argv[0]}: command not found (is this a {self.system} login node?)") from None
+        except subprocess.TimeoutExpired:
+            raise SchedulerError(f"{argv[0]} did not answer within {self.timeout:.0f}s") from None
+
+    def cancel(self, scheduler_id: str) -> None:
+        r = self.run([self.cancel_command, str(scheduler_id)])
+        if r.returncode == 0:
+            return
+        # Finished or unknown jobs are fine (cancel is idempotent); a live one is not.
+        state = self.describe([str(scheduler_id)])[str(scheduler_id)].state
+        if state is not JobState.UNKNOWN and not state.is_terminal:
+            raise SchedulerError(f"{self.cancel_command} failed (exit {r.returncode}): {r.stderr.strip()}")

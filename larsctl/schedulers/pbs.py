@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from larsctl.schedulers.launch import build_launch, value_of
 from larsctl.config.profiles import walltime_seconds
-from larsctl.schedulers.base import BatchRequest, JobInfo, Scheduler, SchedulerError
+from larsctl.schedulers.base import BatchRequest, CommandLineScheduler, JobInfo, SchedulerError
 from larsctl.jobs.paths import JobPaths
 from larsctl.jobs.states import JobState
 from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record
@@ -137,11 +136,12 @@ def render(spec, job_dir: Path, script_path: Path, *, job_id: str, segment: int 
 
 
 @dataclass
-class PbsScheduler(Scheduler):
-    """qsub / qstat / qdel, each call bounded by ``timeout`` seconds."""
+class PbsScheduler(CommandLineScheduler):
+    """qsub / qstat / qdel."""
 
-    timeout: float = 30.0
     name = "pbs"
+    system = "PBS"
+    cancel_command = "qdel"
 
     def dryrun(self, spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int = 1,
                max_restarts: int = 0) -> BatchRequest:
@@ -151,14 +151,6 @@ class PbsScheduler(Scheduler):
         return BatchRequest(script=script, script_path=script_path, submit_argv=["qsub"],
                             launch_line=line, segment=segment)
 
-    def _run(self, argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, cwd=cwd)
-        except FileNotFoundError:
-            raise SchedulerError(f"{argv[0]}: command not found (is this a PBS login node?)") from None
-        except subprocess.TimeoutExpired:
-            raise SchedulerError(f"{argv[0]} did not answer within {self.timeout:.0f}s") from None
-
     def schedule(self, request: BatchRequest, *, after: str | None = None,
                  after_kind: str = "afterany") -> str:
         self.write(request)
@@ -167,7 +159,7 @@ class PbsScheduler(Scheduler):
             argv += ["-W", f"depend={after_kind}:{after}"]
         # qsub's submission directory is where PBS (and Torque) put output it was
         # not told about: make that the job directory, never the user's cwd.
-        r = self._run([*argv, str(request.script_path)], cwd=request.script_path.parent)
+        r = self.run([*argv, str(request.script_path)], cwd=request.script_path.parent)
         job_id = r.stdout.strip()
         if r.returncode != 0 or not job_id:
             raise SchedulerError(f"qsub failed (exit {r.returncode}): {r.stderr.strip() or job_id}")
@@ -177,25 +169,17 @@ class PbsScheduler(Scheduler):
         ids = [str(i) for i in scheduler_ids]
         if not ids:
             return {}
-        r = self._run(["qstat", "-x", "-F", "json", "-f", *ids])
+        r = self.run(["qstat", "-x", "-F", "json", "-f", *ids])
         found = None
         if r.returncode in QSTAT_OK and r.stdout.lstrip().startswith("{"):
             found = parse_qstat_json(r.stdout)
         if found is None:
-            r = self._run(["qstat", "-f", *ids])
+            r = self.run(["qstat", "-f", *ids])
             if r.returncode not in QSTAT_OK and not r.stdout.strip():
                 raise SchedulerError(f"qstat failed (exit {r.returncode}): {r.stderr.strip()}")
             found = parse_qstat_full(r.stdout)
         return {i: _lookup(found, i) for i in ids}
 
-    def cancel(self, scheduler_id: str) -> None:
-        r = self._run(["qdel", str(scheduler_id)])
-        if r.returncode == 0:
-            return
-        # Finished or unknown jobs are fine (cancel is idempotent); a live one is not.
-        state = self.describe([scheduler_id])[str(scheduler_id)].state
-        if state is not JobState.UNKNOWN and not state.is_terminal:
-            raise SchedulerError(f"qdel failed (exit {r.returncode}): {r.stderr.strip()}")
 
 
 def _lookup(found: dict[str, JobInfo], job_id: str) -> JobInfo:

@@ -19,14 +19,13 @@ of the previous chain segment is known only then.
 """
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from submitit.slurm.slurm import SlurmInfoWatcher
 
 from larsctl.schedulers.launch import build_launch, value_of
-from larsctl.schedulers.base import BatchRequest, JobInfo, Scheduler, SchedulerError
+from larsctl.schedulers.base import BatchRequest, CommandLineScheduler, JobInfo, SchedulerError
 from larsctl.jobs.paths import JobPaths
 from larsctl.jobs.states import JobState
 from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record
@@ -126,11 +125,12 @@ def render(spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int 
 
 
 @dataclass
-class SlurmScheduler(Scheduler):
-    """sbatch / squeue / sacct / scancel, each call bounded by ``timeout`` seconds."""
+class SlurmScheduler(CommandLineScheduler):
+    """sbatch / squeue / sacct / scancel."""
 
-    timeout: float = 30.0
     name = "slurm"
+    system = "Slurm"
+    cancel_command = "scancel"
 
     def dryrun(self, spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int = 1,
                max_restarts: int = 0) -> BatchRequest:
@@ -140,21 +140,13 @@ class SlurmScheduler(Scheduler):
                             submit_argv=["sbatch", "--parsable"], launch_line=line, segment=segment)
 
     # -- side effects ----------------------------------------------------------
-    def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout)
-        except FileNotFoundError:
-            raise SchedulerError(f"{argv[0]}: command not found (is this a Slurm login node?)") from None
-        except subprocess.TimeoutExpired:
-            raise SchedulerError(f"{argv[0]} did not answer within {self.timeout:.0f}s") from None
-
     def schedule(self, request: BatchRequest, *, after: str | None = None,
                  after_kind: str = "afterany") -> str:
         self.write(request)
         argv = list(request.submit_argv)
         if after:
             argv += [f"--dependency={after_kind}:{after}", "--kill-on-invalid-dep=yes"]
-        r = self._run([*argv, str(request.script_path)])
+        r = self.run([*argv, str(request.script_path)])
         if r.returncode != 0:
             raise SchedulerError(f"sbatch failed (exit {r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
         # --parsable prints "id" or "id;cluster"
@@ -178,7 +170,7 @@ class SlurmScheduler(Scheduler):
         return {i: found.get(i, JobInfo(i, JobState.UNKNOWN, reason=why)) for i in ids}
 
     def _squeue(self, ids: list[str]) -> str:
-        r = self._run(["squeue", "--noheader", "--states=all", "--jobs", ",".join(ids),
+        r = self.run(["squeue", "--noheader", "--states=all", "--jobs", ",".join(ids),
                        "--Format=JobID:|,State:|,RestartCnt:|,Reason:"])
         if r.returncode != 0:
             if "Invalid job id" in r.stderr:
@@ -189,22 +181,13 @@ class SlurmScheduler(Scheduler):
     def _sacct(self, ids: list[str]) -> str:
         fields = ["--parsable2", "--allocations", "--jobs", ",".join(ids),
                   "--format=JobID,State,ExitCode"]
-        r = self._run(["sacct", *fields])
+        r = self.run(["sacct", *fields])
         if r.returncode != 0 or not r.stdout.strip():
             # No slurmdbd: read the jobcomp/filetxt log instead.
-            r = self._run(["sacct", "-c", *fields])
+            r = self.run(["sacct", "-c", *fields])
         if r.returncode != 0:
             raise SchedulerError(f"sacct failed (exit {r.returncode}): {r.stderr.strip()}")
         return r.stdout
-
-    def cancel(self, scheduler_id: str) -> None:
-        r = self._run(["scancel", str(scheduler_id)])
-        if r.returncode == 0:
-            return
-        # Finished or unknown jobs are fine (cancel is idempotent); a live one is not.
-        state = self.describe([str(scheduler_id)])[str(scheduler_id)].state
-        if state is not JobState.UNKNOWN and not state.is_terminal:
-            raise SchedulerError(f"scancel failed (exit {r.returncode}): {r.stderr.strip()}")
 
 
 # -- pure parsers ------------------------------------------------------------------
