@@ -62,6 +62,17 @@ import sys
 import time
 from pathlib import Path
 
+
+def _single_node_cluster():
+    """tests/slurm/cluster.py (test directories are not packages: loaded by path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "larsctl_test_slurm_cluster_settings", Path(__file__).resolve().parent.parent / "slurm" / "cluster.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 REPO = Path(__file__).resolve().parents[2]
 IFACE = "eth0"  # the node interface, the same name on every node
 CONTROLLER = "ctl"
@@ -402,22 +413,8 @@ class VirtualCluster:
             f"SlurmdSpoolDir={r / 'nodes' / '%n' / 'spool'}",
             f"SlurmdPidFile={r / 'nodes' / '%n' / 'slurmd.pid'}",
             f"SlurmdLogFile={r / 'nodes' / '%n' / 'slurmd.log'}",
-            "SlurmctldDebug=info",
-            "SlurmdDebug=info",
-            "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
-            "JobCompType=jobcomp/filetxt",
-            f"JobCompLoc={self.jobcomp}",
+            *_single_node_cluster().shared_settings(self.jobcomp),
             "MpiDefault=none",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core",
-            "SchedulerType=sched/backfill",
-            "SchedulerParameters=sched_interval=2,bf_interval=2",
-            "SlurmdParameters=config_overrides",
-            "ReturnToService=2",
-            "MinJobAge=600",
             "KillWait=5",
             "InactiveLimit=0",
             "SlurmdTimeout=300",

@@ -33,6 +33,30 @@ MIN_CPUS = 4
 CRED_EXPIRE = 5  # seconds
 
 
+def shared_settings(jobcomp: Path) -> list[str]:
+    """slurm.conf lines every test Slurm shares (this single-node one and tests/multinode's)."""
+    return [
+        "SlurmctldDebug=info",
+        "SlurmdDebug=info",
+        # No systemd or cgroup v1 here: track processes by parentage.
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none",
+        # sacct -c reads this file when there is no slurmdbd.
+        "JobCompType=jobcomp/filetxt",
+        f"JobCompLoc={jobcomp}",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core",
+        "SchedulerType=sched/backfill",
+        "SchedulerParameters=sched_interval=2,bf_interval=2",
+        # Nodes may claim more CPUs than the machine has, and come back on their own.
+        "SlurmdParameters=config_overrides",
+        "ReturnToService=2",
+        "MinJobAge=600",
+    ]
+
+
 def missing_tools() -> list[str]:
     """Binaries of the Debian packages that are not installed."""
     tools = ("slurmctld", "slurmd", "sbatch", "squeue", "munged", "mpirun")
@@ -100,26 +124,10 @@ class TestSlurm:
             f"SlurmdPidFile={r / 'slurmd.pid'}",
             f"SlurmctldLogFile={r / 'slurmctld.log'}",
             f"SlurmdLogFile={r / 'slurmd.log'}",
-            "SlurmctldDebug=info",
-            "SlurmdDebug=info",
-            # No systemd or cgroup v1 here: track processes by parentage.
-            "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
-            # sacct -c reads this file when there is no slurmdbd.
-            "JobCompType=jobcomp/filetxt",
-            f"JobCompLoc={self.jobcomp}",
+            *shared_settings(self.jobcomp),
             f"MpiDefault={'pmix' if _has_pmix() else 'none'}",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core",
-            "SchedulerType=sched/backfill",
             "PreemptType=preempt/partition_prio",
             "PreemptMode=CANCEL",
-            "SchedulerParameters=sched_interval=2,bf_interval=2",
-            "SlurmdParameters=config_overrides",
-            "ReturnToService=2",
-            "MinJobAge=600",
             "KillWait=5",
             "InactiveLimit=0",
             "SlurmdTimeout=300",
