@@ -7,3 +7,4 @@ TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_NAME = "checkpoint-{step:08d}.pt"
 METRICS_FILE = "metrics.jsonl"
+RANK_LOG = "logs/ranks/rank.{rank}.log"  # every rank's own stdout+stderr (trainer/ranklog.py)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from trainer.errors import BadInput
 from trainer.loop import StepContext, evaluate, train_step
 from trainer.metrics import MetricsLogger, Progress
 from trainer.models import build_model
+from trainer.ranklog import RankLog
 from trainer.signals import STOP_CHECK_EVERY_STEPS, StopFlag
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -110,11 +112,15 @@ class Run:
         # torch loads): a signal during start-up stops the run at its first step.
         flag = self.stop_flag or StopFlag().install()
         engine = create_engine(cfg.engine, use_cuda)
+        rank_log = RankLog(Path(cfg.out_dir) / outputs.RANK_LOG.format(rank=engine.rank))
+        print(f"trainer: rank {engine.rank} of {engine.world_size} on {socket.gethostname()}, pid {os.getpid()}",
+              file=sys.stderr, flush=True)
         try:
             return self._train(engine, flag, use_cuda)
         finally:
             flag.uninstall()
             engine.shutdown()
+            rank_log.close()
 
     # -- set-up --------------------------------------------------------------------------
     def _train(self, engine: Engine, flag: StopFlag, use_cuda: bool) -> int:

@@ -1,9 +1,9 @@
 """``larsctl logs``: a job's output, all ranks or one, optionally followed live.
 
-The batch script's combined output lives in ``logs/`` (one file per segment);
-per-rank files, when the launcher writes them (horovodrun/mpirun
-``--output-filename``, torchrun ``--log-dir``), live under ``logs/ranks/``.
-Without per-rank files, ``--rank`` filters the combined output by the
+The batch script's combined output lives in ``logs/`` (one file per segment or
+scheduler run).  Every rank copies its own output to ``logs/ranks/rank.<R>.log`` on
+the job's shared filesystem, whichever node it ran on (trainer/ranklog.py); a rank
+that died before it opened that file is found in the combined output by the
 launcher's rank prefix ("[1,0]<stdout>:", "[0]<stdout>:", "[default0]:").
 """
 from __future__ import annotations
@@ -27,17 +27,6 @@ def combined_logs(paths: JobPaths) -> list[Path]:
     if not paths.logs.is_dir():
         return []
     return sorted((p for p in paths.logs.iterdir() if p.is_file()), key=_segment_key)
-
-
-def rank_files(paths: JobPaths, rank: int) -> list[Path]:
-    """Per-rank files of ``rank`` under logs/ranks (any launcher's layout)."""
-    root = paths.rank_logs
-    if not root.is_dir():
-        return []
-    found = [p for p in root.rglob("*") if p.is_file() and (
-        p.parent.name == f"rank.{rank}"                                # horovodrun / mpirun
-        or (p.parent.name == str(rank) and p.parent.parent.name.startswith("attempt_")))]  # torchrun
-    return sorted(found, key=lambda p: (p.stat().st_mtime, str(p)))
 
 
 def filter_rank(lines, rank: int):
@@ -94,18 +83,13 @@ def logs(job_id, follow, rank):
     tails: dict[Path, _Tail] = {}
 
     def pick(lines: list[str], filtered: bool) -> list[str]:
-        if rank is None:
-            return lines
-        if filtered:
-            return list(filter_rank(lines, rank))
-        return [RANK_PREFIX.sub("", line, count=1) for line in lines]  # horovodrun's files keep it
+        return list(filter_rank(lines, rank)) if filtered else lines
 
     def sources() -> tuple[list[Path], bool]:
         """(files, whether lines must be filtered by rank prefix)."""
-        if rank is not None:
-            files = rank_files(paths, rank)
-            if files:
-                return files, False
+        if rank is not None and paths.rank_log(rank).is_file():
+            return [paths.rank_log(rank)], False
+        # A rank that died before it could open its own log: the launcher's prefixes.
         return combined_logs(paths), rank is not None
 
     def drain(final: bool) -> None:

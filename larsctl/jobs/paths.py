@@ -58,10 +58,9 @@ class JobPaths:
     def logs(self) -> Path:
         return self.root / "logs"
 
-    @property
-    def rank_logs(self) -> Path:
-        """Per-rank output of the launcher (``--output-filename`` / ``--log-dir``)."""
-        return self.logs / "ranks"
+    def rank_log(self, rank: int) -> Path:
+        """Everything one rank wrote (the trainer copies its own stdout and stderr there)."""
+        return self.root / outputs.RANK_LOG.format(rank=rank)
 
     @property
     def checkpoints(self) -> Path:
@@ -185,7 +184,7 @@ def create(paths: JobPaths, files: dict[Path, str | bytes], executable: tuple[Pa
     paths.root.parent.mkdir(parents=True, exist_ok=True)
     paths.root.mkdir()  # FileExistsError reaches the caller on purpose
     try:
-        for sub in (paths.logs, paths.rank_logs, paths.checkpoints, paths.tensorboard, paths.state):
+        for sub in (paths.logs, paths.rank_log(0).parent, paths.checkpoints, paths.tensorboard, paths.state):
             sub.mkdir()
         for path, content in files.items():
             atomic_write(path, content, 0o755 if path in executable else 0o644)

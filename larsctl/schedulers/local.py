@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from larsctl.jobs.paths import RESTARTS, JobPaths, atomic_write
@@ -84,22 +83,6 @@ def _descendants(pid: int) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
-
-
-def with_rank_logs(words: tuple, directory: Path) -> list:
-    """The launch words plus the launcher's per-rank log option, where it has one.
-
-    horovodrun writes <dir>/rank.N/{stdout,stderr} and still prints to the
-    console; torchrun writes <dir>/<run>/attempt_K/N/ and with ``--tee 3`` also
-    prints, each line prefixed with "[defaultN]:".
-    """
-    out = list(words)
-    for i, word in enumerate(words):
-        if word in ("horovodrun", "horovod.runner.launch"):
-            return out[:i + 1] + ["--output-filename", str(directory)] + out[i + 1:]
-        if word == "torch.distributed.run":
-            return out[:i + 1] + ["--log-dir", str(directory), "--tee", "3"] + out[i + 1:]
-    return out
 
 
 def render_script(spec, paths: JobPaths, launch, *, job_id: str, segment: int,
@@ -185,7 +168,6 @@ class LocalScheduler(Scheduler):
             # No venv in the profile: use the environment larsctl itself runs in
             # (python, horovodrun and torchrun next to this interpreter).
             extra.append(f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"')
-        launch = replace(launch, words=tuple(with_rank_logs(launch.words, paths.rank_logs)))
         script = render_script(spec, paths, launch, job_id=job_id, segment=segment,
                                max_restarts=max_restarts, extra_setup=extra)
         return BatchRequest(script=script, script_path=paths.script("local", segment),

@@ -28,10 +28,12 @@ def test_demo_follow_completes_with_progress_logs_and_checkpoint(jobs, larsctl_d
     assert list((job_dir / "checkpoints").glob("*.pt"))
     assert list((job_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert "trainer:" in jobs.larsctl("logs", job_id).stdout
-    # horovodrun --output-filename: one directory per rank, without the console's rank prefix
+    # Each rank's own log file, without the console's rank prefix.
     rank0 = jobs.larsctl("logs", job_id, "--rank", "0").stdout
     assert "trainer: step=" in rank0 and "[0]<" not in rank0
-    assert (job_dir / "logs" / "ranks" / "rank.1").is_dir()
+    rank1 = jobs.larsctl("logs", job_id, "--rank", "1").stdout
+    assert rank1.startswith("trainer: rank 1 of 2 on ") and "trainer: step=" not in rank1
+    assert sorted(p.name for p in (job_dir / "logs" / "ranks").iterdir()) == ["rank.0.log", "rank.1.log"]
 
     # The job directory alone rebuilds a lost database.
     (larsctl_dirs["home"] / "jobs.sqlite").unlink()
