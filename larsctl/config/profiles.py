@@ -23,6 +23,8 @@ from larsctl.config.yamlio import load_model
 from larsctl.planning.hardware import GPUS
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+INTERFACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")  # a Linux network interface name
+DIRECTIVE_RE = re.compile(r"(--?[A-Za-z][A-Za-z0-9-]*)(?:([= ])(\S.*))?")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 WALLTIME_RE = re.compile(r"(?:(\d+)-)?(\d{1,3}):([0-5]\d):([0-5]\d)")
 MARGIN_RE = re.compile(r"(\d+):([0-5]\d)")
@@ -40,7 +42,9 @@ def choices(name: str, *values: str) -> type[enum.Enum]:
 
 Scheduler = choices("Scheduler", "local", "slurm", "pbs")
 GpuType = choices("GpuType", *GPUS)
-Mpi = choices("Mpi", "openmpi", "mpich", "intelmpi", "mvapich2", "srun-pmix", "gloo")
+# srun: plain srun with the site's MpiDefault (Cray MPICH starts only under srun);
+# srun-pmix: srun --mpi=pmix (Open MPI or MPICH built with PMIx).
+Mpi = choices("Mpi", "openmpi", "mpich", "intelmpi", "mvapich2", "srun", "srun-pmix", "gloo")
 Engine = choices("Engine", "horovod", "ddp")
 # gres: #SBATCH --gres=gpu:N; gpus-per-node: #SBATCH --gpus-per-node=N
 GpuDirective = choices("GpuDirective", "gres", "gpus-per-node")
@@ -66,6 +70,24 @@ def _check_env_name(value: str) -> str:
     return value
 
 
+def _check_interface(value: str) -> str:
+    if not INTERFACE_RE.fullmatch(value):
+        raise ValueError("expected a network interface name such as ib0, eth0 or ipogif0")
+    return value
+
+
+def _check_directive(value: str) -> str:
+    if re.search(r"[\x00-\x1f\x7f]", value) or not DIRECTIVE_RE.fullmatch(value.strip()):
+        raise ValueError('expected one scheduler option such as "--reservation=big" or "-l place=scatter"')
+    return value.strip()
+
+
+def split_directive(text: str) -> tuple[str, str, str | None]:
+    """(flag, separator, value) of a validated directive: ``--qos=high`` -> ("--qos", "=", "high")."""
+    flag, sep, value = DIRECTIVE_RE.fullmatch(text).groups()
+    return flag, sep or "", value
+
+
 def _check_walltime(value: str) -> str:
     match = WALLTIME_RE.fullmatch(value)
     if not match or walltime_seconds(value) == 0:
@@ -86,6 +108,8 @@ def _parse_margin(value: object) -> object:
 Name = Annotated[str, AfterValidator(_check_name)]
 EnvName = Annotated[str, AfterValidator(_check_env_name)]
 Walltime = Annotated[str, AfterValidator(_check_walltime)]
+Interface = Annotated[str, AfterValidator(_check_interface)]
+Directive = Annotated[str, AfterValidator(_check_directive)]
 Seconds = Annotated[int, BeforeValidator(_parse_margin), Field(ge=0)]
 
 
@@ -115,6 +139,11 @@ class ClusterProfile(BaseModel):
     engine: Engine
     partition: str | None = None       # Slurm partition / PBS queue
     account: str | None = None         # Slurm account / PBS project
+    constraint: str | None = None      # Slurm node features (#SBATCH --constraint), e.g. "gpu"
+    directives: list[Directive] = []   # more scheduler options, one per #SBATCH/#PBS line
+    # The interface ranks talk over between nodes (ib0, ipogif0...): scripts export it to
+    # Open MPI (btl/oob_tcp_if_include), Gloo, NCCL's socket transport and horovodrun.
+    network_interface: Interface | None = None
     walltime: Walltime
     signal_margin: Seconds = DEFAULT_SIGNAL_MARGIN
     gpu_directive: GpuDirective = "gres"
@@ -133,6 +162,13 @@ class ClusterProfile(BaseModel):
         walltime = info.data.get("walltime")
         if walltime is not None and value >= walltime_seconds(walltime):
             raise ValueError(f"expected fewer seconds than the walltime {walltime}")
+        return value
+
+    @field_validator("constraint")
+    @classmethod
+    def _constraint_on_slurm(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("scheduler") != "slurm":
+            raise ValueError("applies to scheduler slurm only (PBS: put node features in directives)")
         return value
 
     @property

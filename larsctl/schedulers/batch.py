@@ -22,6 +22,7 @@ import re
 import shlex
 from pathlib import Path
 
+from larsctl.config.profiles import split_directive
 from larsctl.jobs.paths import RESTARTS, JobPaths
 from larsctl.schedulers.launch import Launch, setup_lines
 from trainer.exitcodes import REQUEUE
@@ -35,6 +36,15 @@ def directive_value(value, what: str) -> str:
     if _CONTROL.search(text):
         raise ValueError(f"{what}: control characters (newline, tab, ...) are not allowed: {text!r}")
     return shlex.quote(text)
+
+
+def extra_directives(profile) -> list[str]:
+    """The profile's own scheduler options (``directives:``), each value quoted."""
+    out = []
+    for text in profile.directives:
+        flag, sep, value = split_directive(text)
+        out.append(flag if value is None else f"{flag}{sep}{directive_value(value, flag)}")
+    return out
 
 
 # Whole-file: quoted values ($(...) in a job name, the launch line echoed as written)

@@ -8,26 +8,37 @@ left to the shell, e.g. the local scheduler); ``Launch.line`` the quoted text.
 
 Per ``mpi`` (engine horovod):
   openmpi    mpirun -np N -npernode G -bind-to none -map-by slot -x NCCL_DEBUG ... -mca pml ob1
-             -mca btl ^openib (Open MPI reads the Slurm allocation itself; on PBS without TM it
-             gets -hostfile $PBS_NODEFILE)
-  mpich,     mpiexec -n N -ppn G -genvlist ... -genv NAME VALUE (Hydra reads the Slurm/PBS
-  intelmpi   allocation; -f $PBS_NODEFILE on PBS)
+             -mca btl ^openib (Open MPI reads the Slurm allocation itself and starts its
+             daemons through srun; on PBS without TM it gets -hostfile $PBS_NODEFILE)
+  mpich,     mpiexec -n N -ppn G -genvall -genv NAME VALUE (Hydra reads the Slurm/PBS
+  intelmpi   allocation; -f $PBS_NODEFILE on PBS).  -genvall, not -genvlist: with ssh
+             bootstrap a list would replace the environment modules set (CUDA_HOME, I_MPI_*...)
   mvapich2   the same Hydra mpiexec (MVAPICH2 ships it) plus MV2_ENABLE_AFFINITY=0 so Horovod's
              background thread is not pinned to the rank's core; mpirun_rsh is not used because
              it needs an explicit hostfile and ssh, which Hydra derives from the allocation.
+  srun       plain srun with the site's MpiDefault (Slurm only): Cray MPICH (Piz Daint) starts
+             only under srun and has no Hydra mpiexec.
   srun-pmix  srun --mpi=pmix (Slurm only).  Not --mpi=pmi2: Open MPI 5 under pmi2 silently
              starts N singletons that each train alone.
   gloo       horovodrun --gloo -np N -H host1:G,host2:G (hosts from `scontrol show hostnames`,
              $PBS_NODEFILE, or localhost), written ``python -m horovod.runner.launch`` (the
-             module behind the horovodrun script) so the profile's interpreter runs it
+             module behind the horovodrun script) so the profile's interpreter runs it; it
+             reaches other nodes over ssh
 Engine ddp always uses torchrun (as ``python -m torch.distributed.run`` so the profile's
 interpreter is used): c10d rendezvous on the first host, one torchrun per node started
-by srun (Slurm), by the flavour's MPI launcher with one process per node (PBS), or
-directly (one node).
+by srun with all the node's CPUs (Slurm), by the flavour's MPI launcher with one process
+per node (PBS), or directly (one node).
 
-The container prefix (``apptainer|singularity exec [--nv] [options] image``) wraps
-the per-rank trainer command under MPI/srun launchers, and the launcher itself for
-horovodrun/torchrun (they spawn the ranks from inside the container).
+The container prefix (``apptainer|singularity exec [--nv] [options] image``) wraps the
+per-rank trainer command under MPI/srun launchers, and the launcher itself for torchrun
+(each node's torchrun spawns its ranks inside the container) and for horovodrun on one
+node.  horovodrun across nodes would start the remote ranks over ssh on the bare hosts,
+outside the image, so that combination is refused.
+
+With ``network_interface`` in the profile the script exports it to Open MPI
+(btl/oob_tcp_if_include), Gloo and NCCL's socket transport (GLOO_/NCCL_SOCKET_IFNAME),
+and horovodrun gets ``--network-interfaces``: otherwise they may pick an interface
+that does not reach the other nodes, or resolve the host name to a loopback address.
 """
 from __future__ import annotations
 
@@ -63,6 +74,9 @@ def join(words) -> str:
 
 # Variables every MPI launcher forwards to remote ranks (plus the profile's env).
 PASS_ENV = ("NCCL_DEBUG", "LD_LIBRARY_PATH", "PATH", "PYTHONPATH", "LARSCTL_DATA")
+# What the profile's network_interface is exported as.
+INTERFACE_ENV = ("OMPI_MCA_btl_tcp_if_include", "OMPI_MCA_oob_tcp_if_include", "GLOO_SOCKET_IFNAME",
+                 "NCCL_SOCKET_IFNAME")
 HOSTS_VAR = "LARSCTL_HOSTS"    # host1:G,host2:G (horovodrun -H)
 MASTER_VAR = "LARSCTL_MASTER"  # first host (torchrun rendezvous)
 
@@ -123,8 +137,14 @@ def _rdzv_port(job_id: str) -> int:
     return 29400 + zlib.crc32(job_id.encode()) % 500
 
 
+def _interface_env(profile) -> dict[str, str]:
+    iface = profile.network_interface
+    return {name: iface for name in INTERFACE_ENV} if iface else {}
+
+
 def _mpi_env_names(profile) -> list[str]:
-    return list(dict.fromkeys([*PASS_ENV, *sorted(profile.env)]))  # once each, in order
+    names = [*PASS_ENV, *sorted(_interface_env(profile)), *sorted(profile.env)]
+    return list(dict.fromkeys(names))  # once each, in order
 
 
 def _openmpi(n: int, per_node: int, profile, scheduler: str) -> list:
@@ -140,7 +160,7 @@ def _openmpi(n: int, per_node: int, profile, scheduler: str) -> list:
 
 
 def _hydra(n: int, per_node: int, profile, scheduler: str) -> list:
-    words = ["mpiexec", "-n", n, "-ppn", per_node, "-genvlist", ",".join(_mpi_env_names(profile))]
+    words = ["mpiexec", "-n", n, "-ppn", per_node, "-genvall"]
     if value_of(profile.mpi) == "mvapich2":
         words += ["-genv", "MV2_ENABLE_AFFINITY", "0"]
         if value_of(profile.gpu_type) != "cpu":
@@ -150,9 +170,12 @@ def _hydra(n: int, per_node: int, profile, scheduler: str) -> list:
     return words
 
 
-def _srun(n: int, per_node: int, nodes: int) -> list:
-    return ["srun", "--mpi=pmix", f"--nodes={nodes}", f"--ntasks={n}",
-            f"--ntasks-per-node={per_node}", "--cpu-bind=none", "--kill-on-bad-exit=1"]
+def _srun(n: int, per_node: int, nodes: int, mpi: str, cpus_per_task: int | None = None) -> list:
+    words = ["srun", *(["--mpi=pmix"] if mpi == "srun-pmix" else []), f"--nodes={nodes}", f"--ntasks={n}",
+             f"--ntasks-per-node={per_node}"]
+    if cpus_per_task:
+        words.append(f"--cpus-per-task={cpus_per_task}")  # explicit: each task gets them all
+    return [*words, "--cpu-bind=none", "--kill-on-bad-exit=1"]
 
 
 def build_launch(profile, plan, job_dir, *, scheduler: str | None = None, job_id: str = "job") -> Launch:
@@ -162,21 +185,27 @@ def build_launch(profile, plan, job_dir, *, scheduler: str | None = None, job_id
     n, per_node, nodes = plan.gpus, plan.gpus_per_node, plan.nodes
     trainer = trainer_command(profile, job_dir)
     box = container_prefix(profile)
-    if mpi == "srun-pmix" and scheduler != "slurm":
-        raise LaunchError(f"mpi: srun-pmix needs scheduler slurm (profile {profile.name} uses {scheduler})")
+    if mpi in ("srun", "srun-pmix") and scheduler != "slurm":
+        raise LaunchError(f"mpi: {mpi} needs scheduler slurm (profile {profile.name} uses {scheduler})")
 
     if engine == "ddp":
         return _torchrun(profile, plan, trainer, box, scheduler, job_id)
     if mpi == "gloo":
+        if box and nodes > 1:
+            raise LaunchError(f"mpi gloo with a container on {nodes} nodes: horovodrun would start the other "
+                              "nodes' ranks over ssh outside the image; use mpi openmpi, srun or srun-pmix "
+                              "(they start every rank in the container), or engine ddp")
         # horovodrun, run by the profile's interpreter (no PATH or venv needed for it)
-        words = [*box, profile.python, "-m", "horovod.runner.launch", "--gloo", "-np", n, "-H", Shell(f'"${HOSTS_VAR}"'), *trainer]
+        iface = ["--network-interfaces", profile.network_interface] if profile.network_interface else []
+        words = [*box, profile.python, "-m", "horovod.runner.launch", "--gloo", *iface, "-np", n,
+                 "-H", Shell(f'"${HOSTS_VAR}"'), *trainer]
         return Launch(tuple(words), _hosts_setup(scheduler, per_node))
     if mpi == "openmpi":
         launcher = _openmpi(n, per_node, profile, scheduler)
     elif mpi in ("mpich", "intelmpi", "mvapich2"):
         launcher = _hydra(n, per_node, profile, scheduler)
-    elif mpi == "srun-pmix":
-        launcher = _srun(n, per_node, nodes)
+    elif mpi in ("srun", "srun-pmix"):
+        launcher = _srun(n, per_node, nodes, mpi)
     else:
         raise LaunchError(f"mpi: unknown flavour {mpi!r}")
     return Launch(tuple([*launcher, *box, *trainer]))
@@ -197,8 +226,7 @@ def _torchrun(profile, plan, trainer, box, scheduler, job_id) -> Launch:
         return Launch(tuple(torchrun), setup)
     mpi = value_of(profile.mpi)
     if scheduler == "slurm":
-        per_node = ["srun", f"--nodes={plan.nodes}", f"--ntasks={plan.nodes}", "--ntasks-per-node=1",
-                    "--cpu-bind=none", "--kill-on-bad-exit=1"]
+        per_node = _srun(plan.nodes, 1, plan.nodes, "srun", cpus_per_task=profile.cpus_per_node)
     elif mpi == "openmpi":
         per_node = _openmpi(plan.nodes, 1, profile, scheduler)
     elif mpi in ("mpich", "intelmpi", "mvapich2"):
@@ -235,7 +263,8 @@ def setup_lines(profile) -> list[str]:
     lines += ['export NCCL_DEBUG="${NCCL_DEBUG:-WARN}"',
               'export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" PYTHONPATH="${PYTHONPATH:-}"',
               'export LARSCTL_DATA="${LARSCTL_DATA:-$HOME/.cache/larsctl/datasets}"']
-    lines += [f"export {name}={shlex.quote(str(value))}" for name, value in sorted(profile.env.items())]
+    env = {**_interface_env(profile), **profile.env}  # the profile's own env wins
+    lines += [f"export {name}={shlex.quote(str(value))}" for name, value in sorted(env.items())]
     if profile.venv:
         venv = shell_path(str(PurePath(profile.venv) / "bin" / "activate"))
         # shellcheck cannot follow a path only the cluster has

@@ -29,7 +29,7 @@ from larsctl.config.profiles import walltime_seconds
 from larsctl.schedulers.base import BatchRequest, CommandLineScheduler, JobInfo, SchedulerError
 from larsctl.jobs.paths import JobPaths
 from larsctl.jobs.states import JobState
-from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record
+from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, extra_directives, restart_record
 
 # PBS job_state letters -> larsctl's.  F (PBS Pro) and C (Torque) are refined by the exit status.
 PBS_STATES: dict[str, JobState] = {
@@ -87,7 +87,8 @@ def directives(spec, job_dir: Path, *, segment: int, segments: int) -> list[str]
         opts.append(("-q", p.partition))
     if p.account:
         opts.append(("-P", p.account))  # PBS Pro project (Torque spells it -A)
-    return [f"#PBS {flag} {directive_value(value, flag)}" for flag, value in sorted(opts)]
+    return ([f"#PBS {flag} {directive_value(value, flag)}" for flag, value in sorted(opts)]
+            + [f"#PBS {extra}" for extra in extra_directives(p)])
 
 
 def timer_lines(seconds: int) -> tuple[list[str], list[str]]:

@@ -28,7 +28,7 @@ from larsctl.schedulers.launch import build_launch, value_of
 from larsctl.schedulers.base import BatchRequest, CommandLineScheduler, JobInfo, SchedulerError
 from larsctl.jobs.paths import JobPaths
 from larsctl.jobs.states import JobState
-from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record
+from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, extra_directives, restart_record
 
 # Slurm's job states (squeue %T / sacct State, first word) -> larsctl's.
 SLURM_STATES: dict[str, JobState] = {
@@ -74,11 +74,13 @@ def directives(spec, job_dir: Path, *, job_id: str, segment: int, segments: int)
     p, plan = spec.profile, spec.plan
     paths = JobPaths(job_dir)
     name = spec.name if segments == 1 else f"{spec.name}.{segment + 1}of{segments}"
+    # engine ddp: one torchrun per node that starts the node's ranks and owns all its CPUs.
+    tasks = 1 if value_of(p.engine) == "ddp" else plan.gpus_per_node
     opts: dict[str, object] = {
         "job-name": name,
         "nodes": plan.nodes,
-        "ntasks-per-node": plan.gpus_per_node,
-        "cpus-per-task": max(1, p.cpus_per_node // plan.gpus_per_node),
+        "ntasks-per-node": tasks,
+        "cpus-per-task": max(1, p.cpus_per_node // tasks),
         "time": p.walltime,
         "signal": f"B:USR2@{_margin(p.signal_margin_seconds)}",
         "requeue": None,
@@ -97,12 +99,14 @@ def directives(spec, job_dir: Path, *, job_id: str, segment: int, segments: int)
         opts["partition"] = p.partition
     if p.account:
         opts["account"] = p.account
+    if p.constraint:
+        opts["constraint"] = p.constraint
     lines = []
     for key in sorted(opts):
         value = opts[key]
         lines.append(f"#SBATCH --{key}" if value is None
                      else f"#SBATCH --{key}={directive_value(value, key)}")
-    return lines
+    return lines + [f"#SBATCH {extra}" for extra in extra_directives(p)]
 
 
 def render(spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int = 1,

@@ -131,13 +131,14 @@ def test_real_process_bad_input_exits_2_with_one_stderr_line(tmp_path):
     bad = tmp_path / "typo.yaml"  # outside the user dir: read only when named
     bad.write_text((REPO / "clusters/slurm-v100.yaml").read_text().replace(
         'walltime: "48:00:00"', "walltime: 48h"))
+    line = next(n for n, text in enumerate(bad.read_text().splitlines(), 1) if text.startswith("walltime:"))
     env = dict(os.environ)
     for args, expected in [
         (["plan", "--cluster", "slurm-v100", "--target-batch", "1000"],
          "Error: target batch 1000 is not a multiple of 128 (per-GPU batch 128); nearest "
          "feasible targets: 896 or 1024"),
         (["plan", "--cluster", str(bad), "--target-batch", "512"],
-         f'Error: {bad}:18: walltime: expected "HH:MM:SS" or "D-HH:MM:SS" (longer than zero) '
+         f'Error: {bad}:{line}: walltime: expected "HH:MM:SS" or "D-HH:MM:SS" (longer than zero) '
          "(got '48h')"),
     ]:
         proc = subprocess.run([str(LARSCTL), *args], capture_output=True, text=True, env=env,

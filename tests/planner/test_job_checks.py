@@ -126,3 +126,13 @@ def test_the_shipped_recipes_still_plan_and_render(cluster_env):
     spec = yaml.safe_load(run("plan", "--cluster", "local", "--recipe", str(REPO / "jobs/demo.yaml"),
                               "--show-spec").output)
     assert spec["trainer"]["dataset"] == "digits"
+
+
+def test_dry_run_names_the_variables_it_shows_unexpanded(monkeypatch):
+    monkeypatch.delenv("SCRATCH", raising=False)
+    monkeypatch.delenv("IMAGENET_DIR", raising=False)
+    r = CliRunner().invoke(cli, ["submit", "--cluster", "slurm-v100", "--recipe", R512, "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "Warning: IMAGENET_DIR, SCRATCH not set here: shown as written; a real submit refuses them" \
+        in r.stderr
+    assert "$SCRATCH/larsctl/" in r.stdout

@@ -25,8 +25,17 @@ SCHEMA_ERRORS = {
     "interconnect": ({6: "interconnect_gbps: -1"}, [],
                      "7: interconnect_gbps: expected > 0 (got -1)"),
     "mpi": ({7: "mpi: slurm"}, [],
-            "8: mpi: expected 'openmpi', 'mpich', 'intelmpi', 'mvapich2', 'srun-pmix' or "
+            "8: mpi: expected 'openmpi', 'mpich', 'intelmpi', 'mvapich2', 'srun', 'srun-pmix' or "
             "'gloo' (got 'slurm')"),
+    "directive": ({}, ["directives: ['--qos=high; rm -rf /', 'reservation']"],
+                  "12: directives[1]: expected one scheduler option such as \"--reservation=big\" or "
+                  "\"-l place=scatter\" (got 'reservation')"),
+    "interface": ({}, ["network_interface: ib0 eth0"],
+                  "12: network_interface: expected a network interface name such as ib0, eth0 or ipogif0 "
+                  "(got 'ib0 eth0')"),
+    "constraint_on_pbs": ({1: "scheduler: pbs"}, ["constraint: gpu"],
+                          "12: constraint: applies to scheduler slurm only (PBS: put node features in "
+                          "directives) (got 'gpu')"),
     "engine": ({8: "engine: tensorflow"}, [],
                "9: engine: expected 'horovod' or 'ddp' (got 'tensorflow')"),
     "walltime": ({9: 'walltime: "48:00"'}, [],
@@ -46,8 +55,8 @@ SCHEMA_ERRORS = {
     "unknown_key": ({}, ["foo: 1"],
                     "12: foo: unknown key; expected one of: name, description, scheduler, nodes, "
                     "gpus_per_node, gpu_type, cpus_per_node, interconnect_gbps, mpi, engine, "
-                    "partition, account, walltime, signal_margin, gpu_directive, modules, env, "
-                    "venv, container, workdir, python (got 1)"),
+                    "partition, account, constraint, directives, network_interface, walltime, "
+                    "signal_margin, gpu_directive, modules, env, venv, container, workdir, python (got 1)"),
     "missing": ({4: "# no gpu_type"}, [], "1: gpu_type: missing required field"),
     "container_runtime": ({}, ["container:", "  runtime: docker", "  image: /x.sif"],
                           "13: container.runtime: expected 'apptainer' or 'singularity' "

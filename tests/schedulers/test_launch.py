@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from larsctl.schedulers.launch import LaunchError, build_launch, shell_path
+from larsctl.config.profiles import ClusterProfile
+from larsctl.schedulers.launch import LaunchError, build_launch, setup_lines, shell_path
 
 
 def _line(support, mpi, engine="horovod", scheduler="slurm", **update):
@@ -31,8 +32,42 @@ def test_hydra_flavours_use_mpiexec_n_ppn_genv(support, mpi):
     launch, plan = _line(support, mpi)
     words = shlex.split(launch.line)
     assert words[:5] == ["mpiexec", "-n", str(plan.gpus), "-ppn", str(plan.gpus_per_node)]
-    assert "OMP_NUM_THREADS" in words[words.index("-genvlist") + 1].split(",")
+    # -genvall: a -genvlist would replace what modules set (CUDA_HOME, I_MPI_*) on ssh-started ranks
+    assert "-genvall" in words and "-genvlist" not in words
     assert ("MV2_ENABLE_AFFINITY" in words) == (mpi == "mvapich2")
+
+
+def test_plain_srun_leaves_the_mpi_plugin_to_the_site(support):
+    launch, plan = _line(support, "srun")
+    words = shlex.split(launch.line)
+    assert words[0] == "srun" and not any(w.startswith("--mpi") for w in words)
+    assert f"--ntasks={plan.gpus}" in words
+
+
+def test_gloo_with_a_container_across_nodes_is_refused(support):
+    profile = ClusterProfile.model_validate({
+        **support.local_profile(scheduler="slurm", mpi="gloo", nodes=4, gpus_per_node=2,
+                              gpu_type="V100-16GB").to_dict(),
+        "container": {"runtime": "apptainer", "image": "/x.sif"}})
+    with pytest.raises(LaunchError, match="outside the image"):
+        build_launch(profile, support.big_spec(profile).plan, "/w", scheduler="slurm")
+    one_node = support.make_spec(profile, target_batch=256, per_gpu_batch=128)  # 2 GPUs of one node
+    assert one_node.plan.nodes == 1
+    assert build_launch(profile, one_node.plan, "/w").line.startswith("apptainer exec ")
+
+
+def test_network_interface_reaches_every_launcher(support):
+    profile = support.local_profile(scheduler="slurm", mpi="gloo", nodes=4, gpus_per_node=2,
+                                    gpu_type="V100-16GB", network_interface="ib0")
+    line = build_launch(profile, support.big_spec(profile).plan, "/w").line
+    assert "--network-interfaces ib0" in line
+    setup = setup_lines(profile)
+    for name in ("OMPI_MCA_btl_tcp_if_include", "OMPI_MCA_oob_tcp_if_include", "GLOO_SOCKET_IFNAME",
+                 "NCCL_SOCKET_IFNAME"):
+        assert f"export {name}=ib0" in setup
+    mpirun = build_launch(profile.model_copy(update={"mpi": "openmpi"}), support.big_spec(profile).plan,
+                          "/w").line
+    assert "-x OMPI_MCA_btl_tcp_if_include -x OMPI_MCA_oob_tcp_if_include" in mpirun
 
 
 def test_srun_uses_pmix_never_pmi2(support):
