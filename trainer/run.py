@@ -5,6 +5,7 @@ which __main__ turns into one line and exit 2.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import socket
@@ -45,6 +46,14 @@ def job_paths(cfg: TrainConfig) -> Paths:
     pattern = cfg.checkpoint_format or str(out / outputs.CHECKPOINT_DIR / outputs.CHECKPOINT_NAME)
     tensorboard = Path(cfg.log_dir) if cfg.log_dir else out / outputs.TENSORBOARD_DIR
     return Paths(out, tensorboard, pattern, out / outputs.METRICS_FILE)
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of the parameters' bytes (a check that data-parallel ranks did not drift apart)."""
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def reseed(seed: int, rank: int, step: int) -> None:
@@ -201,8 +210,12 @@ class Run:
                 progress.message(f"already at step {global_step} of {total_steps}; nothing to do")
                 log.event("done", global_step, global_step / steps_per_epoch)
                 return exitcodes.OK
-            return self._loop(ctx, loaders, engine, flag, log, progress, scheduler, checkpoint, validate,
+            code = self._loop(ctx, loaders, engine, flag, log, progress, scheduler, checkpoint, validate,
                               epoch, step_in_epoch, global_step, steps_per_epoch, total_steps, effective_batch)
+            if code == exitcodes.OK:  # every rank: ranks that trained together end with equal weights
+                print(f"trainer: rank {engine.rank} final parameters sha256 {parameter_digest(model)}",
+                      file=sys.stderr, flush=True)
+            return code
         finally:
             progress.close()
             log.close()
@@ -267,6 +280,8 @@ class Run:
                       or (cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0)):
                     stop = flag.agreed(engine)  # the same steps on every rank: all stop together
                 if stop:
+                    print(f"trainer: rank {engine.rank} stops at step {global_step} (stop signal)",
+                          file=sys.stderr, flush=True)
                     checkpoint(epoch, step_in_epoch, global_step)
                     log.event("preempted", global_step, global_step / steps_per_epoch,
                               message=f"signal {flag.signum if flag.raised else 'on another rank'}; "
