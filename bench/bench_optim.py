@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from typing import Callable
@@ -27,6 +26,8 @@ import torch
 import torchvision
 
 from trainer.optim import Lars
+
+from machine import describe as describe_machine  # bench/machine.py (scripts run from bench/)
 
 LR = 0.1
 MOMENTUM = 0.9
@@ -75,18 +76,6 @@ def resnet50_tensors(seed: int) -> list[torch.Tensor]:
     return params
 
 
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{model}; {os.cpu_count()} logical CPUs; torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads; load average {load:.2f}; {platform.platform()}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -120,7 +109,7 @@ def main() -> None:
             wall[name].append(time.perf_counter() - start)
 
     n_values = sum(p.numel() for p in torchvision.models.resnet50(weights=None).parameters())
-    print(f"machine: {machine()}")
+    print(f"machine: {describe_machine()}")
     print(f"ResNet-50 shapes: 161 tensors, {n_values / 1e6:.1f}M fp32 values; lr={LR} momentum={MOMENTUM} "
           f"weight_decay={WEIGHT_DECAY} eeta={EETA}; median of {args.rounds} steps after {args.warmup} warm-up")
     print(f"  {'':28s} {'wall ms/step':>12s} {'(quartiles)':>17s} {'CPU ms/step':>12s}")

@@ -29,6 +29,7 @@ COMMANDS = {
     "compare": "larsctl.commands.report:compare",
     "tensorboard": "larsctl.commands.report:tensorboard",
     "doctor": "larsctl.commands.doctor:doctor",
+    "data": "larsctl.commands.data:data",
 }
 
 

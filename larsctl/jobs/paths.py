@@ -27,8 +27,6 @@ RANK_PREFIX = re.compile(r"^\[(?:\d+,)?(?:default)?(?P<rank>\d+)\](?:<std(?:out|
 # Batch script file name extension per scheduler.
 SCRIPT_EXTENSIONS = {"slurm": "sbatch", "pbs": "pbs", "local": "sh"}
 RESTARTS = "restarts"
-NO_SPACE = fsio.NO_SPACE
-_NO_SPACE = NO_SPACE  # TEMPORARY alias while larsctl/data is written; remove at integration
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,8 @@ class JobPaths:
         return self.job_yaml.is_file()
 
 
-def _no_space(exc: OSError, path: Path) -> Failure:
+def no_space(exc: OSError, path: Path | str) -> Failure:
+    """The one line for a full disk (or quota, or file size limit) while writing ``path``."""
     return Failure(f"no space left while writing {path}: {os.strerror(exc.errno)}")
 
 
@@ -160,7 +159,7 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
         fsio.atomic_write(path, data, mode)
     except OSError as exc:
         if exc.errno in fsio.NO_SPACE:
-            raise _no_space(exc, Path(path)) from None
+            raise no_space(exc, Path(path)) from None
         raise
 
 
@@ -191,5 +190,5 @@ def create(paths: JobPaths, files: dict[Path, str | bytes], executable: tuple[Pa
     except BaseException as exc:
         shutil.rmtree(paths.root, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno in fsio.NO_SPACE:
-            raise _no_space(exc, paths.root) from None
+            raise no_space(exc, paths.root) from None
         raise

@@ -21,7 +21,7 @@ import torch
 
 from .errors import DataError
 from .steps import check_steps
-from .tfrecord import LABEL_OFFSET, count_indexed, ensure_indexes, record_files
+from .tfrecord import CLASSES_FILE, INDEX_DIR, LABEL_OFFSET, SPLITS, count_indexed, ensure_indexes, record_files
 from .transforms import MEAN, STD, val_size
 
 READER = "Reader"
@@ -37,13 +37,13 @@ class Split:
 
 def find_split(data_dir: Path, split: str) -> Split:
     records = record_files(Path(data_dir) / split)
-    indexes = ensure_indexes(records, Path(data_dir) / "idx_files" / split)
+    indexes = ensure_indexes(records, Path(data_dir) / INDEX_DIR / split)
     return Split(records, indexes, count_indexed(indexes))
 
 
 def class_count(data_dir: Path, default: int) -> int:
     """Lines of data_dir/classes.txt when present (the digits set writes it), else default."""
-    names = Path(data_dir) / "classes.txt"
+    names = Path(data_dir) / CLASSES_FILE
     if names.is_file():
         return sum(1 for line in names.read_text().splitlines() if line.strip())
     return default
@@ -182,7 +182,7 @@ def build_dali(data_dir, image_size: int, batch_size: int, val_batch_size: int, 
         raise DataError(f"{data_dir}: data_dir not found (expected train/, validation/ and idx_files/)")
     if use_gpu and not torch.cuda.is_available():
         raise DataError("use_gpu: DALI mixed decoding needs a CUDA device and none is visible")
-    train, val = find_split(data_dir, "train"), find_split(data_dir, "validation")
+    train, val = (find_split(data_dir, split) for split in SPLITS)
     full = train.num_samples // world_size // batch_size
     streamed = check_steps(full, batches_per_allreduce, train.num_samples, batch_size, world_size,
                            data_dir / "train")

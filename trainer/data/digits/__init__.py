@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from ..tfrecord import LABEL_OFFSET, encode_example, ensure_indexes, write_record
+from ..tfrecord import CLASSES_FILE, INDEX_DIR, ensure_indexes, image_example, shard_name, write_record
 
 SPLIT_SEED = 0
 VAL_FRACTION = 0.2
@@ -78,19 +78,12 @@ def _write_tfrecords(out: Path, split: str, images: np.ndarray, labels: np.ndarr
                      image_size: int, shards: int) -> None:
     out.mkdir(parents=True)
     for shard in range(shards):
-        with open(out / f"{split}-{shard:05d}-of-{shards:05d}", "wb") as stream:
+        with open(out / shard_name(split, shard, shards), "wb") as stream:
             for n in range(shard, len(images), shards):
                 jpeg = io.BytesIO()
                 render(images[n], image_size).save(jpeg, format="JPEG", quality=JPEG_QUALITY)
-                write_record(stream, encode_example({
-                    "image/encoded": jpeg.getvalue(),
-                    "image/format": b"JPEG",
-                    "image/filename": f"{split}-{n:04d}.jpg".encode(),
-                    "image/height": image_size,
-                    "image/width": image_size,
-                    "image/class/label": int(labels[n]) + LABEL_OFFSET,
-                    "image/class/text": str(int(labels[n])).encode(),
-                }))
+                write_record(stream, image_example(jpeg.getvalue(), f"{split}-{n:04d}.jpg", image_size,
+                                                   image_size, int(labels[n]), str(int(labels[n]))))
             os.fsync(stream.fileno())
 
 
@@ -102,8 +95,8 @@ def _build(base: Path, image_size: int) -> None:
     for split, (x, y, shards) in {"train": (x_train, y_train, TRAIN_SHARDS),
                                   "validation": (x_val, y_val, VAL_SHARDS)}.items():
         _write_tfrecords(paths.data_dir / split, split, x, y, image_size, shards)
-        ensure_indexes(sorted((paths.data_dir / split).iterdir()), paths.data_dir / "idx_files" / split)
-    (paths.data_dir / "classes.txt").write_text("".join(f"{c}\n" for c in range(10)))
+        ensure_indexes(sorted((paths.data_dir / split).iterdir()), paths.data_dir / INDEX_DIR / split)
+    (paths.data_dir / CLASSES_FILE).write_text("".join(f"{c}\n" for c in range(10)))
 
 
 @contextlib.contextmanager
