@@ -99,6 +99,9 @@ OPTIONS: tuple[Option, ...] = (
            "group (GroupNorm, 32 groups; independent of the micro-batch size).", choices=("batch", "group")),
     Option("deterministic", bool, False, "torch.use_deterministic_algorithms(True) and no cuDNN "
            "benchmarking: bit-identical reruns and resumes."),
+    Option("no_noise_scale", bool, False, "Do not measure the gradient noise scale B_simple (measured by "
+           "default from the micro-batch and allreduced gradient norms, at no extra communication; logged "
+           "as noise_scale and gns_* in metrics.jsonl; needs 2+ ranks or --batches-per-allreduce 2+)."),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 # larsctl jobs train with the published LARS ResNet-50 settings (reference README: weight
@@ -150,6 +153,7 @@ class TrainConfig:
     log_every_steps: int
     norm: str
     deterministic: bool
+    no_noise_scale: bool
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (stored in checkpoints loaded with weights_only=True)."""

@@ -4,7 +4,9 @@ With k = batches_per_allreduce the step runs k micro-batches, divides each loss
 by k (so the accumulated gradient is the mean over k x batch samples), lets the
 engine reduce gradients once (on the last micro-batch) and steps the optimizer.
 Statistics stay on the device as tensors so the step never waits for the GPU;
-the caller reduces them across ranks only when it logs.
+the caller reduces them across ranks only when it logs.  With a gradient noise scale
+estimator in the context (trainer/gns.py) the step also records the micro-batch and
+reduced gradient norms, on the device as well.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 from trainer.engines.base import Engine
+from trainer.gns import GradientNoiseScale
 
 
 @dataclass
@@ -28,6 +31,7 @@ class StepContext:
     scaler: torch.amp.GradScaler | None = None
     amp_dtype: torch.dtype | None = None  # None: no autocast
     channels_last: bool = False
+    gns: GradientNoiseScale | None = None  # None: the noise scale is not measured
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -52,6 +56,8 @@ def train_step(ctx: StepContext, micro_batches: Sequence[tuple[torch.Tensor, tor
     k = len(micro_batches)
     stats = torch.zeros(3, device=ctx.device)
     ctx.model.train()
+    if ctx.gns is not None:
+        ctx.gns.begin_step(ctx.scaler)
     for i, (images, labels) in enumerate(micro_batches):
         images, labels = ctx.to_device(images, labels)
         with ctx.engine.accumulate(ctx.model, last=i == k - 1):
@@ -65,7 +71,10 @@ def train_step(ctx: StepContext, micro_batches: Sequence[tuple[torch.Tensor, tor
             stats[0] += loss.detach().float() * n
             stats[1] += (logits.argmax(1) == labels).sum()
             stats[2] += n
-    ctx.engine.optimizer_step(ctx.optimizer, ctx.scaler)
+    if ctx.gns is None:
+        ctx.engine.optimizer_step(ctx.optimizer, ctx.scaler)
+    else:
+        ctx.engine.optimizer_step(ctx.optimizer, ctx.scaler, reduced=ctx.gns.after_reduce)
     ctx.optimizer.zero_grad()  # set_to_none (torch's default); Horovod's wrapper takes no arguments
     return stats
 

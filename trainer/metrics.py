@@ -2,12 +2,33 @@
 
 metrics.jsonl gets one JSON object per line, appended and flushed line by line:
   {"kind": "train", "time", "epoch", "step", "total_steps", "steps_per_epoch", "loss",
-   "accuracy", "lr", "images_per_sec", "effective_batch"}
+   "accuracy", "lr", "images_per_sec", "effective_batch",
+   and, when the gradient noise scale is measured (trainer/gns.py; off with
+   --no-noise-scale, and not measurable with one rank and k = 1):
+   "gns_small_sq", "gns_big_sq", "gns_steps", "gns_b_small", "gns_b_big", "gns_data_size",
+   "gns_grad_sq", "gns_trace_sigma", "noise_scale"}
   {"kind": "val", "time", "epoch", "step", "loss", "accuracy", "top5"}
   {"kind": "event", "time", "event": start|resume|checkpoint|preempted|done, "step", "epoch",
    optional "path", "message"}
-TensorBoard tags: train/loss, train/accuracy, train/lr, train/images_per_sec, val/loss,
-val/accuracy, val/top5, with the optimizer step as global step.
+  The gns fields of a record cover the logging window that ends at its step (the
+  log_every_steps steps since the previous train record):
+    gns_small_sq     mean |G_s|^2 of the small batches (one micro-batch of one rank),
+                     over ranks, micro-batches and the window's valid steps
+    gns_big_sq       mean |G_b|^2 of the reduced gradient over the window's valid steps
+    gns_steps        valid steps in the window (inf/NaN steps are skipped); the two means
+                     are null when it is 0; weight windows by it to pool them
+    gns_b_small      B_s = batch_size;  gns_b_big  B_b = batch_size x ranks x k
+    gns_data_size    training samples N of the without-replacement correction (null: none)
+    gns_grad_sq      |G|^2 from the bias-corrected EMAs (per step, decay trainer.gns.EMA_DECAY)
+    gns_trace_sigma  tr(Sigma) likewise
+    noise_scale      B_simple = gns_trace_sigma / gns_grad_sq (null while gns_grad_sq <= 0)
+  Norms are of the loss gradient: before clipping, weight decay and with the AMP loss
+  scale removed.  With log_every_steps 1 the window values are per step.
+  trainer.gns.read_train_records() extracts these fields and trainer.gns.pooled() turns the
+  windows of several records into one estimate.  The EMAs restart when a run resumes.
+TensorBoard tags: train/loss, train/accuracy, train/lr, train/images_per_sec,
+train/noise_scale (when measured and defined), val/loss, val/accuracy, val/top5, with the
+optimizer step as global step.
 Other ranks get a MetricsLogger with enabled=False, which writes nothing.
 """
 from __future__ import annotations
@@ -17,7 +38,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 EVENTS = ("start", "resume", "checkpoint", "preempted", "done")
 
@@ -49,15 +70,22 @@ class MetricsLogger:
                     **{k: v for k, v in extra.items() if v is not None}})
 
     def train(self, *, epoch: float, step: int, total_steps: int, steps_per_epoch: int, loss: float,
-              accuracy: float, lr: float, images_per_sec: float, effective_batch: int) -> None:
+              accuracy: float, lr: float, images_per_sec: float, effective_batch: int,
+              gns: Mapping[str, Any] | None = None) -> None:
+        """``gns``: the gradient noise scale fields (trainer.gns.GradientNoiseScale.fields), if measured."""
         if not self.enabled:
             return
-        self._line({"kind": "train", "time": time.time(), "epoch": epoch, "step": step,
-                    "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "loss": loss,
-                    "accuracy": accuracy, "lr": lr, "images_per_sec": images_per_sec,
-                    "effective_batch": effective_batch})
+        record = {"kind": "train", "time": time.time(), "epoch": epoch, "step": step,
+                  "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "loss": loss,
+                  "accuracy": accuracy, "lr": lr, "images_per_sec": images_per_sec,
+                  "effective_batch": effective_batch}
+        if gns is not None:
+            record.update(gns)
+        self._line(record)
         for tag, value in (("loss", loss), ("accuracy", accuracy), ("lr", lr), ("images_per_sec", images_per_sec)):
             self._writer.add_scalar(f"train/{tag}", value, step)
+        if gns is not None and gns.get("noise_scale") is not None:
+            self._writer.add_scalar("train/noise_scale", gns["noise_scale"], step)
 
     def val(self, *, epoch: float, step: int, loss: float, accuracy: float, top5: float) -> None:
         if not self.enabled:

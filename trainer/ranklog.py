@@ -37,6 +37,11 @@ class RankLog:
             thread.start()
             self._threads.append(thread)
 
+    def note(self, text: str) -> None:
+        """A line for this file only (not the console): which rank ran where, and how it ended."""
+        with self._lock:
+            self._file.write(f"{text}\n".encode())
+
     def _pump(self, read_end: int, original: int) -> None:
         with os.fdopen(read_end, "rb", buffering=0) as pipe:
             while chunk := pipe.read(65536):

@@ -23,6 +23,7 @@ from trainer.checkpoint import FORMAT_VERSION, CheckpointStore
 from trainer.config import TrainConfig, data_kind, scaled_lr
 from trainer.engines import Engine, create_engine
 from trainer.errors import BadInput
+from trainer.gns import GradientNoiseScale, measurable
 from trainer.loop import StepContext, evaluate, train_step
 from trainer.metrics import MetricsLogger, Progress
 from trainer.models import build_model
@@ -112,6 +113,12 @@ class Run:
         self.plan = plan or {}
         self.source = source
         self.stop_flag = stop_flag
+        self.rank_log: RankLog | None = None
+
+    def _note(self, text: str) -> None:
+        """A line in this rank's own log file only (trainer/ranklog.py)."""
+        if self.rank_log is not None:
+            self.rank_log.note(text)
 
     def execute(self) -> int:
         cfg = self.cfg
@@ -121,15 +128,15 @@ class Run:
         # torch loads): a signal during start-up stops the run at its first step.
         flag = self.stop_flag or StopFlag().install()
         engine = create_engine(cfg.engine, use_cuda)
-        rank_log = RankLog(Path(cfg.out_dir) / outputs.RANK_LOG.format(rank=engine.rank))
-        print(f"trainer: rank {engine.rank} of {engine.world_size} on {socket.gethostname()}, pid {os.getpid()}",
-              file=sys.stderr, flush=True)
+        self.rank_log = RankLog(Path(cfg.out_dir) / outputs.RANK_LOG.format(rank=engine.rank))
+        self._note(f"trainer: rank {engine.rank} of {engine.world_size} on {socket.gethostname()}, "
+                   f"pid {os.getpid()}")
         try:
             return self._train(engine, flag, use_cuda)
         finally:
             flag.uninstall()
             engine.shutdown()
-            rank_log.close()
+            self.rank_log.close()
 
     # -- set-up --------------------------------------------------------------------------
     def _train(self, engine: Engine, flag: StopFlag, use_cuda: bool) -> int:
@@ -173,12 +180,23 @@ class Run:
                 epoch, step_in_epoch = epoch + 1, 0
 
         engine.broadcast_state(model, optimizer)
+        gns = None
+        if not cfg.no_noise_scale and measurable(engine.world_size, k):
+            # The gradient noise scale: small = one micro-batch of one rank, big = the
+            # reduced gradient; finite-data correction with the training samples (not for
+            # synthetic data, one repeated batch per rank).
+            gns = GradientNoiseScale(model, batch_size=cfg.batch_size, ranks=engine.world_size, micro=k,
+                                     data_size=None if data_kind(cfg) == "synthetic" else loaders.train_samples,
+                                     device=device)
         ctx = StepContext(wrapped, optimizer, engine,
                           torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), device, scaler,
-                          AMP_DTYPES[cfg.amp], cfg.channels_last)
+                          AMP_DTYPES[cfg.amp], cfg.channels_last, gns)
 
         log = MetricsLogger(paths.metrics, paths.tensorboard, engine.is_main)
         progress = Progress(engine.is_main, total_steps, global_step)
+        if not cfg.no_noise_scale and gns is None:
+            progress.message("gradient noise scale not measured: one rank with --batches-per-allreduce 1 has "
+                             "a single batch size")
         frac = global_step / steps_per_epoch
         if resumed is None:
             log.event("start", global_step, frac, message=f"{engine.world_size} ranks x {cfg.batch_size} x "
@@ -213,10 +231,11 @@ class Run:
             code = self._loop(ctx, loaders, engine, flag, log, progress, scheduler, checkpoint, validate,
                               epoch, step_in_epoch, global_step, steps_per_epoch, total_steps, effective_batch)
             if code == exitcodes.OK:  # every rank: ranks that trained together end with equal weights
-                print(f"trainer: rank {engine.rank} final parameters sha256 {parameter_digest(model)}",
-                      file=sys.stderr, flush=True)
+                self._note(f"trainer: rank {engine.rank} final parameters sha256 {parameter_digest(model)}")
             return code
         finally:
+            if gns is not None:
+                gns.close()
             progress.close()
             log.close()
 
@@ -261,18 +280,22 @@ class Run:
                 global_step, step_in_epoch, window_steps = global_step + 1, step_in_epoch + 1, window_steps + 1
                 stop = False
                 if global_step % cfg.log_every_steps == 0 or global_step == total_steps:
-                    # The stop flag rides along in the metrics allreduce.
-                    totals = engine.allreduce_sum(torch.cat([window, flag.local(ctx.device)]))
-                    loss_sum, correct, n, stops = totals.tolist()
+                    # The stop flag and the noise scale's sums ride along in the metrics allreduce.
+                    parts = [window, flag.local(ctx.device)] + ([ctx.gns.payload()] if ctx.gns else [])
+                    totals = engine.allreduce_sum(torch.cat(parts)).tolist()
+                    loss_sum, correct, n, stops = totals[:4]
                     stop = stops > 0
+                    gns_fields = ctx.gns.fields(totals[4:]) if ctx.gns else None
                     elapsed = time.perf_counter() - window_start
                     ips = window_steps * effective_batch / max(elapsed, 1e-9)
                     lr = ctx.optimizer.param_groups[0]["lr"]
                     log.train(epoch=global_step / steps_per_epoch, step=global_step, total_steps=total_steps,
                               steps_per_epoch=steps_per_epoch, loss=loss_sum / n, accuracy=correct / n,
-                              lr=lr, images_per_sec=ips, effective_batch=effective_batch)
+                              lr=lr, images_per_sec=ips, effective_batch=effective_batch, gns=gns_fields)
+                    extra = {} if gns_fields is None or gns_fields["noise_scale"] is None \
+                        else {"noise_scale": gns_fields["noise_scale"]}
                     progress.update(global_step, epoch=round(global_step / steps_per_epoch, 3),
-                                    loss=loss_sum / n, accuracy=correct / n, lr=lr, images_per_sec=ips)
+                                    loss=loss_sum / n, accuracy=correct / n, lr=lr, images_per_sec=ips, **extra)
                     window.zero_()
                     window_start, window_steps = time.perf_counter(), 0
                 elif (global_step == first_step or global_step % STOP_CHECK_EVERY_STEPS == 0
@@ -280,8 +303,7 @@ class Run:
                       or (cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0)):
                     stop = flag.agreed(engine)  # the same steps on every rank: all stop together
                 if stop:
-                    print(f"trainer: rank {engine.rank} stops at step {global_step} (stop signal)",
-                          file=sys.stderr, flush=True)
+                    self._note(f"trainer: rank {engine.rank} stops at step {global_step} (stop signal)")
                     checkpoint(epoch, step_in_epoch, global_step)
                     log.event("preempted", global_step, global_step / steps_per_epoch,
                               message=f"signal {flag.signum if flag.raised else 'on another rank'}; "

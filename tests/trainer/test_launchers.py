@@ -12,13 +12,15 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.trainer.helpers import TINY, events, records, run
+from trainer.gns import FIELDS as GNS_FIELDS
 
 pytestmark = pytest.mark.slow
 
 TRAIN_KEYS = {"kind", "time", "epoch", "step", "total_steps", "steps_per_epoch", "loss", "accuracy", "lr",
               "images_per_sec", "effective_batch"}
 VAL_KEYS = {"kind", "time", "epoch", "step", "loss", "accuracy", "top5"}
-TAGS = {"train/loss", "train/accuracy", "train/lr", "train/images_per_sec", "val/loss", "val/accuracy", "val/top5"}
+TAGS = {"train/loss", "train/accuracy", "train/lr", "train/images_per_sec", "train/noise_scale", "val/loss",
+        "val/accuracy", "val/top5"}
 
 
 def check_outputs(out, effective_batch):
@@ -26,7 +28,8 @@ def check_outputs(out, effective_batch):
     train = [r for r in recs if r["kind"] == "train"]
     val = [r for r in recs if r["kind"] == "val"]
     assert train and val
-    assert all(set(r) == TRAIN_KEYS for r in train)
+    # 2 ranks (or k >= 2): the gradient noise scale is measured, its fields in every train record.
+    assert all(set(r) == TRAIN_KEYS | set(GNS_FIELDS) for r in train)
     assert all(set(r) == VAL_KEYS for r in val)
     assert all(r["effective_batch"] == effective_batch for r in train)
     assert [r["step"] for r in train] == sorted(r["step"] for r in train)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from typing import Callable
 
 import torch
 
@@ -34,10 +35,20 @@ class Engine(ABC):
         """Make gradients reduce (average over ranks) once per k backward passes."""
 
     def accumulate(self, model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
-        """Context for one micro-batch's forward+backward; `last` is the reducing one."""
+        """Context for one micro-batch's forward+backward; `last` is the reducing one.
+
+        Engines reduce from hooks that run after a gradient is accumulated into p.grad, so
+        tensor hooks on the parameters (trainer/gns.py) still see each micro-batch's own
+        gradient first."""
         return contextlib.nullcontext()
 
-    def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                       reduced: Callable[[], None] | None = None) -> None:
+        """Step after the k-th backward pass.  ``reduced()`` (the gradient noise scale's hook,
+        trainer/gns.py) runs once the reduced gradient is in p.grad and before anything changes
+        it (unscaling, clipping, weight decay); for DDP the reduction ended with backward."""
+        if reduced is not None:
+            reduced()
         if scaler is None:
             optimizer.step()
         else:

@@ -2,7 +2,9 @@
 
 Rank, world and rendezvous come from trainer.environment (torchrun, Open MPI,
 Slurm or PMI variables); Gloo on CPU, NCCL on GPU.  A single process with no
-launcher runs without a process group.
+launcher runs without a process group.  The gradient noise scale (trainer/gns.py)
+needs nothing from DDP: its parameter tensor hooks run before DDP's reducer hooks
+(no_sync or not), and backward returns with the reduced gradient in p.grad.
 """
 from __future__ import annotations
 

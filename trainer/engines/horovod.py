@@ -2,7 +2,10 @@
 
 Launched by horovodrun (Gloo), mpirun (Open MPI) or srun --mpi=pmix; Horovod
 reads its own rank variables.  Gradients are averaged (op=Average) once per k
-backward passes, optionally compressed to fp16.
+backward passes, optionally compressed to fp16.  The allreduce overwrites p.grad in
+place: the gradient noise scale (trainer/gns.py) reads each micro-batch's gradient in
+parameter tensor hooks, which run before Horovod's post-accumulation hooks, and the
+reduced gradient between synchronize() and the step.
 """
 from __future__ import annotations
 
@@ -34,12 +37,21 @@ class HorovodEngine(Engine):
                                              backward_passes_per_step=batches_per_allreduce)
         return model, optimizer
 
-    def optimizer_step(self, optimizer, scaler):
-        if scaler is None:
+    def optimizer_step(self, optimizer, scaler, reduced=None):
+        if scaler is None and reduced is None:
             optimizer.step()
             return
-        # The allreduce must finish before the scaler unscales and checks for inf.
+        # The allreduce (in place into p.grad, launched by Horovod's hooks during the k-th
+        # backward pass) must finish before the gradient noise scale reads the reduced
+        # gradient and before the scaler unscales and checks for inf; then step without
+        # synchronizing again (what step() would do itself).
         optimizer.synchronize()
+        if reduced is not None:
+            reduced()
+        if scaler is None:
+            with optimizer.skip_synchronize():
+                optimizer.step()
+            return
         scaler.unscale_(optimizer)
         with optimizer.skip_synchronize():
             scaler.step(optimizer)
