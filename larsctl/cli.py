@@ -30,6 +30,8 @@ COMMANDS = {
     "tensorboard": "larsctl.commands.report:tensorboard",
     "doctor": "larsctl.commands.doctor:doctor",
     "data": "larsctl.commands.data:data",
+    "noise": "larsctl.commands.noise:noise",
+    "sweep": "larsctl.commands.sweep:sweep",
 }
 
 

@@ -102,6 +102,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("no_noise_scale", bool, False, "Do not measure the gradient noise scale B_simple (measured by "
            "default from the micro-batch and allreduced gradient norms, at no extra communication; logged "
            "as noise_scale and gns_* in metrics.jsonl; needs 2+ ranks or --batches-per-allreduce 2+)."),
+    Option("eval_every_steps", int, None, "Also validate every N optimizer steps (always at each epoch end): "
+           "steps-to-target with the resolution a batch-size sweep needs.", minimum=1),
+    Option("stop_at_val_accuracy", float, None, "End the run (done, exit 0) after the first validation whose "
+           "top-1 reaches this fraction (a sweep measures steps to a target, not beyond).", positive=True),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 # larsctl jobs train with the published LARS ResNet-50 settings (reference README: weight
@@ -154,6 +158,8 @@ class TrainConfig:
     norm: str
     deterministic: bool
     no_noise_scale: bool
+    eval_every_steps: int | None
+    stop_at_val_accuracy: float | None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (stored in checkpoints loaded with weights_only=True)."""

@@ -217,11 +217,17 @@ class Run:
                 log.event("checkpoint", gs, gs / steps_per_epoch, path=str(path))
             engine.barrier()  # nobody leaves (or is killed by its launcher) before the file exists
 
-        def validate(gs: int) -> None:
+        def validate(gs: int) -> bool:
+            """Evaluate on every rank; whether the run's target (--stop-at-val-accuracy) is reached."""
             engine.broadcast_buffers(model)  # evaluate rank 0's BatchNorm statistics everywhere
-            loss, top1, top5 = evaluate(ctx, model, loaders.val)
+            loss, top1, top5 = evaluate(ctx, model, loaders.val)  # averaged over ranks: one verdict
             log.val(epoch=gs / steps_per_epoch, step=gs, loss=loss, accuracy=top1, top5=top5)
             progress.message(f"validation step={gs} loss={loss:.4f} accuracy={top1:.4f} top5={top5:.4f}")
+            target = cfg.stop_at_val_accuracy
+            if target is not None and top1 >= target:
+                progress.message(f"validation top-1 {top1:.4f} reached {target:g} at step {gs}: done")
+                return True
+            return False
 
         try:
             if global_step >= total_steps:
@@ -311,17 +317,22 @@ class Run:
                     progress.message(f"stopped by a signal at step {global_step}; checkpoint written, "
                                      f"exit {exitcodes.REQUEUE}")
                     return exitcodes.REQUEUE
+                mid_epoch = step_in_epoch < steps_per_epoch and global_step < total_steps
                 every = cfg.checkpoint_every_steps
-                if every and global_step % every == 0 and step_in_epoch < steps_per_epoch \
-                        and global_step < total_steps:
+                if every and global_step % every == 0 and mid_epoch:
                     checkpoint(epoch, step_in_epoch, global_step)
+                every = cfg.eval_every_steps
+                if every and global_step % every == 0 and mid_epoch and validate(global_step):
+                    checkpoint(epoch, step_in_epoch, global_step)
+                    log.event("done", global_step, global_step / steps_per_epoch)
+                    return exitcodes.OK
             if global_step >= total_steps and step_in_epoch < steps_per_epoch:
                 break  # --max-steps inside an epoch
             del batches
-            validate(global_step)
+            reached = validate(global_step)
             epoch, step_in_epoch = epoch + 1, 0
             checkpoint(epoch, step_in_epoch, global_step)
-            if global_step >= total_steps:
+            if global_step >= total_steps or reached:
                 log.event("done", global_step, global_step / steps_per_epoch)
                 return exitcodes.OK
         validate(global_step)

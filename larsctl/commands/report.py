@@ -76,7 +76,8 @@ def _echo_table(runs: list[Run], as_json: bool) -> None:
               help="Output file: .png (the figure) or .html (figure embedded + table of final numbers).")
 @click.option("--metric", "metrics", multiple=True, metavar="TAG",
               help="Draw only these TensorBoard tags, one panel each (repeatable), e.g. val/accuracy. "
-                   "Default: training loss, top-1/top-5, learning rate, images/s.")
+                   "Default: training loss, top-1/top-5, learning rate, images/s, and the gradient "
+                   "noise scale for jobs that measured it.")
 @click.option("--size", default="1600x1000", show_default=True, callback=_parse_size, metavar="WxH",
               help="Figure size in pixels, WIDTHxHEIGHT.")
 @click.option("--dpi", type=click.IntRange(50, 600), default=100, show_default=True,
@@ -89,7 +90,7 @@ def _echo_table(runs: list[Run], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print the jobs' final numbers as JSON (with --table: instead of the text table).")
 def report(jobs, out, metrics, size, dpi, smoothing, table, as_json):
-    """Draw the training curves of one or more jobs: loss, top-1/top-5, LR, images/s.
+    """Draw the training curves of one or more jobs: loss, top-1/top-5, LR, images/s, noise scale.
 
     One line per job, against epochs, with the legend "B=<effective batch>
     <optimizer>".  Curves come from the jobs' TensorBoard event files, or from
@@ -115,6 +116,8 @@ def report(jobs, out, metrics, size, dpi, smoothing, table, as_json):
     if table:
         _echo_table(runs, as_json)
         return
+    if not metrics:
+        panels = plots.default_panels(runs)
     fig = plots.build_figure(runs, panels, *size, dpi=dpi, smoothing=smoothing)
     png = plots.png_bytes(fig)
     summaries = [run.summary() for run in runs]

@@ -76,9 +76,10 @@ def status(job_ids, as_json, watch):
 @click.option("--state", "-s", type=click.Choice([s.value for s in JobState], case_sensitive=False),
               help="Only jobs in this state.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--sweep", help="Only the jobs of this sweep (larsctl sweep list).")
 @click.option("--rebuild", "rebuild_dirs", multiple=True, type=click.Path(path_type=Path),
               metavar="DIR", help="Re-create the record of a job from its job directory (repeatable).")
-def jobs(state, as_json, rebuild_dirs):
+def jobs(state, as_json, sweep, rebuild_dirs):
     """List recorded jobs, or (with --rebuild) re-create lost records from job directories.
 
     \b
@@ -97,7 +98,9 @@ def jobs(state, as_json, rebuild_dirs):
         click.echo(f"rebuilt {record.id} from {record.job_dir}")
     if rebuild_dirs:
         return
-    rows, errors = lifecycle.refresh(registry, registry.all())
+    if sweep:
+        registry.sweep(sweep)  # an unknown id is one line, exit 2
+    rows, errors = lifecycle.refresh(registry, registry.all(sweep=sweep))
     _report(rows, errors)
     if state:
         rows = [r for r in rows if r.state is JobState(state.upper())]

@@ -122,13 +122,13 @@ def write_scripts(spec: JobSpec, chain: int, max_restarts: int) -> list[Path]:
     return [r.script_path for r in requests]
 
 
-def schedule_segments(scheduler: Scheduler, requests: list[BatchRequest]) -> list[str]:
-    """Submit the segments one after the other, each depending on the one before (afterany).
+def schedule_segments(scheduler: Scheduler, requests: list[BatchRequest], after: str | None = None) -> list[str]:
+    """Submit the segments one after the other, each depending on the one before (afterany);
+    the first waits for ``after`` when given.
 
     A failure part-way raises :class:`PartialSubmit` naming how many went in.
     """
     ids: list[str] = []
-    after = None
     for request in requests:
         try:
             sid = scheduler.schedule(request, after=after, after_kind="afterany")
@@ -142,8 +142,10 @@ def schedule_segments(scheduler: Scheduler, requests: list[BatchRequest]) -> lis
     return ids
 
 
-def submit(spec: JobSpec, chain: int, max_restarts: int, warn: Warn) -> JobRecord:
-    """Claim an id, create the job directory, submit every segment, record it.
+def submit(spec: JobSpec, chain: int, max_restarts: int, warn: Warn, sweep: str = "",
+           after: str | None = None) -> JobRecord:
+    """Claim an id, create the job directory, submit every segment, record it (as a point of
+    ``sweep`` when given; starting once scheduler job ``after`` has ended, when given).
 
     All or nothing until the first segment is in: a failure before that
     removes the directory and the record again.
@@ -154,7 +156,7 @@ def submit(spec: JobSpec, chain: int, max_restarts: int, warn: Warn) -> JobRecor
     registry = Registry()
     profile = spec.profile
     record = registry.claim_id(spec.name, cluster=profile.name, scheduler=profile.scheduler,
-                               job_dir="", state=JobState.SUBMITTING)
+                               job_dir="", state=JobState.SUBMITTING, sweep=sweep)
     paths = jobdir.JobPaths(workdir / record.id)
     record = registry.update(record.id, job_dir=str(paths.root))
     ids: list[str] = []
@@ -162,7 +164,7 @@ def submit(spec: JobSpec, chain: int, max_restarts: int, warn: Warn) -> JobRecor
         requests = render(scheduler, spec, paths, record.id, 0, chain, max_restarts)
         _create(paths, spec)
         try:
-            ids = schedule_segments(scheduler, requests)
+            ids = schedule_segments(scheduler, requests, after=after)
         except PartialSubmit as exc:
             ids = exc.ids
             if not ids:

@@ -36,11 +36,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,
     restarts INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
-    updated REAL NOT NULL
-)
+    updated REAL NOT NULL,
+    sweep TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS sweeps (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    definition TEXT NOT NULL
+);
 """
 _FIELDS = ("id", "name", "cluster", "scheduler", "scheduler_ids", "job_dir", "state",
-           "restarts", "created", "updated")
+           "restarts", "created", "updated", "sweep")
+_OPTIONAL = {"sweep": ""}  # fields newer than some job.json copies
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ class JobRecord:
     restarts: int = 0
     created: float = 0.0
     updated: float = 0.0
+    sweep: str = ""  # the sweep this job is a point of (larsctl sweep), or ""
 
     @property
     def paths(self) -> jobdir.JobPaths:
@@ -69,10 +77,10 @@ class JobRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> JobRecord:
-        missing = [f for f in _FIELDS if f not in data]
+        missing = [f for f in _FIELDS if f not in data and f not in _OPTIONAL]
         if missing:
             raise ValueError(f"missing field(s) {', '.join(missing)}")
-        return cls(**{f: data[f] for f in _FIELDS})
+        return cls(**{f: data.get(f, _OPTIONAL.get(f)) for f in _FIELDS})
 
 
 def new_job_id(name: str, now: float | None = None) -> str:
@@ -92,7 +100,10 @@ class Registry:
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute(_SCHEMA)
+            self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            if "sweep" not in columns:  # a database from before sweeps
+                self._db.execute("ALTER TABLE jobs ADD COLUMN sweep TEXT NOT NULL DEFAULT ''")
         except sqlite3.Error as exc:
             raise Failure(f"cannot open the job database {self.path}: {exc}") from None
 
@@ -150,13 +161,32 @@ class Registry:
             raise UserError(f"unknown job id {job_id!r} (see `larsctl jobs`)")
         return _record(row[0])
 
-    def all(self, state: JobState | None = None) -> list[JobRecord]:
-        sql = f"SELECT {', '.join(_FIELDS)} FROM jobs"
-        args: tuple = ()
+    def all(self, state: JobState | None = None, sweep: str | None = None) -> list[JobRecord]:
+        where, args = [], []
         if state:
-            sql += " WHERE state = ?"
-            args = (JobState(state).value,)
-        return [_record(r) for r in self._query(sql + " ORDER BY created, id", args)]
+            where.append("state = ?")
+            args.append(JobState(state).value)
+        if sweep is not None:
+            where.append("sweep = ?")
+            args.append(sweep)
+        sql = f"SELECT {', '.join(_FIELDS)} FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        return [_record(r) for r in self._query(sql + " ORDER BY created, id", tuple(args))]
+
+    # -- sweeps: a grid of ordinary jobs under one id (larsctl sweep) ----------------
+    def add_sweep(self, sweep_id: str, definition: dict) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO sweeps (id, created, definition) VALUES (?, ?, ?)",
+                       (sweep_id, time.time(), json.dumps(definition, sort_keys=True)))
+
+    def sweep(self, sweep_id: str) -> dict:
+        rows = self._query("SELECT definition FROM sweeps WHERE id = ?", (sweep_id,))
+        if not rows:
+            raise UserError(f"unknown sweep id {sweep_id!r} (see `larsctl sweep list`)")
+        return json.loads(rows[0][0])
+
+    def sweeps(self) -> list[tuple[str, float, dict]]:
+        return [(i, c, json.loads(d)) for i, c, d in
+                self._query("SELECT id, created, definition FROM sweeps ORDER BY created, id", ())]
 
     def _query(self, sql: str, args: tuple) -> list[tuple]:
         try:

@@ -31,7 +31,7 @@ Ring bus bandwidth inside one node, GB/s (NCCL all_reduce busbw orders of magnit
 V100 SXM2 NVLink ~130, P100 SXM2 NVLink ~60, P100 PCIe ~10, A100 NVLink3 ~230,
 H100 NVLink4 ~370, CPU workers over shared memory (Gloo) ~5.
 Models: parameters (the gradient an allreduce moves) and forward GFLOPs at 224 px from
-the torchvision model docs; ResNet-18 keeps ~half the activations of ResNet-50 (x2
+the torchvision model docs (smallcnn: counted from its two convolutions); ResNet-18 keeps ~half the activations of ResNet-50 (x2
 batch), ResNet-101 ~1.6x (x0.5).
 """
 from __future__ import annotations
@@ -77,6 +77,9 @@ class Model:
 
 
 MODELS: dict[str, Model] = {
+    # trainer/models.py's two-convolution test network (10K parameters; tiny activations),
+    # for CPU experiments and the batch-size study on the digits set.
+    "smallcnn": Model(10.3e3, 0.16, 8.0),
     "resnet18": Model(11.7e6, 1.82, 2.0),
     "resnet50": Model(25.6e6, 4.11, 1.0),
     "resnet101": Model(44.5e6, 7.83, 0.5),

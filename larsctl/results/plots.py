@@ -43,6 +43,7 @@ _TITLES = {
     "train/accuracy": ("Training top-1", "top-1 (%)", True),
     "train/lr": ("Learning rate", "learning rate", False),
     "train/images_per_sec": ("Throughput", "images/s", False),
+    "train/noise_scale": ("Gradient noise scale B_simple", "B_simple (examples)", False),
     "val/loss": ("Validation loss", "loss", False),
     "val/accuracy": ("Validation top-1", "top-1 (%)", True),
     "val/top5": ("Validation top-5", "top-5 (%)", True),
@@ -58,6 +59,18 @@ DEFAULT_PANELS = (
     Panel("Throughput", "images/s", (Curve("train/images_per_sec", "-", "images/s", smooth=True),),
           from_zero=True),
 )
+
+
+# Drawn by default for jobs that measured it (trainer/gns.py).
+NOISE_PANEL = Panel("Gradient noise scale B_simple", "B_simple (examples)",
+                    (Curve("train/noise_scale", "-", "B_simple"),))
+
+
+def default_panels(runs: list[Run]) -> tuple[Panel, ...]:
+    """The four default panels, and the noise-scale curve when any run has one."""
+    if any(run.curves.get("train/noise_scale") for run in runs):
+        return (*DEFAULT_PANELS, NOISE_PANEL)
+    return DEFAULT_PANELS
 
 
 def panels_for(metrics: tuple[str, ...]) -> tuple[Panel, ...]:

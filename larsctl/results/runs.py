@@ -20,7 +20,7 @@ from larsctl.errors import UserError
 from larsctl.jobs.paths import JobPaths
 from larsctl.results.metrics import read_records
 
-TRAIN_TAGS = ("train/loss", "train/accuracy", "train/lr", "train/images_per_sec")
+TRAIN_TAGS = ("train/loss", "train/accuracy", "train/lr", "train/images_per_sec", "train/noise_scale")
 VAL_TAGS = ("val/loss", "val/accuracy", "val/top5")
 TAGS = TRAIN_TAGS + VAL_TAGS
 
