@@ -70,8 +70,8 @@ CASES = {
         "checkpoint_every_steps: 728 in the recipe's trainer section"),
     "unknown_model": (
         "slurm-v100", PlanRequest(512, model="vgg16"),
-        "model 'vgg16' has no batch/throughput table; expected one of: resnet18, resnet50, "
-        "resnet101"),
+        "model 'vgg16' has no batch/throughput table; expected one of: smallcnn, resnet18, "
+        "resnet50, resnet101"),
     "unknown_rule": (
         "slurm-v100", PlanRequest(512, lr_rule="cubic"),
         "lr rule 'cubic' is unknown; expected one of: legw, sqrt, linear"),

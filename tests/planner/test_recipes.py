@@ -25,7 +25,7 @@ RECIPE_ERRORS = {
                    "6: trainer.lr_scaling: decided by the planner (jobs pass the final LR "
                    "with lr_scaling keep); set base_lr at the top level (got 'linear')"),
     "model": ({1: "model: vgg16"}, [],
-              "2: model: expected 'resnet18', 'resnet50' or 'resnet101' (got 'vgg16')"),
+              "2: model: expected 'smallcnn', 'resnet18', 'resnet50' or 'resnet101' (got 'vgg16')"),
     "missing_target": ({2: "# none"}, [], "1: target_batch: missing required field"),
     "base_op": ({}, ["  base_op: adam"],
                 "6: trainer.base_op: expected one of lars, lamb, sgd (got 'adam')"),
@@ -67,7 +67,7 @@ def test_missing_recipe_file(tmp_path):
 
 def test_shipped_recipes_are_valid():
     names = sorted(p.stem for p in (REPO / "jobs").glob("*.yaml"))
-    assert names == ["demo", "resnet50-lars-16k", "resnet50-lars-1k", "resnet50-lars-32k",
+    assert names == ["demo", "digits-sweep", "resnet50-lars-16k", "resnet50-lars-1k", "resnet50-lars-32k",
                      "resnet50-lars-4k", "resnet50-lars-512", "resnet50-lars-8k"]
     for name in names:
         recipe, _ = load_recipe(REPO / "jobs" / f"{name}.yaml")
