@@ -46,7 +46,8 @@ def _report(rows, errors: list[str]) -> None:
 @click.argument("job_ids", nargs=-1, metavar="[JOB]...")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--watch", "-w", is_flag=True, help="Show live progress bars until the jobs end.")
-def status(job_ids, as_json, watch):
+@click.option("--sweep", help="The jobs of this sweep (larsctl sweep list).")
+def status(job_ids, as_json, watch, sweep):
     """State, restarts and training progress of jobs (all jobs if none given).
 
     \b
@@ -54,12 +55,15 @@ def status(job_ids, as_json, watch):
       larsctl status
       larsctl status demo-20250101-120000-ab12 --json
       larsctl status --watch
+      larsctl status --watch --sweep sweep-digits-sweep-20261125-120000-ab12
     """
     from larsctl.jobs import lifecycle
     from larsctl.jobs.registry import Registry
 
     registry = Registry()
-    records = [registry.get(j) for j in job_ids] if job_ids else registry.all()
+    if sweep:
+        registry.sweep(sweep)  # an unknown id is one line, exit 2
+    records = [registry.get(j) for j in job_ids] if job_ids else registry.all(sweep=sweep)
     if watch:
         sys.exit(watch_jobs(registry, [r.id for r in records]))
     rows, errors = lifecycle.refresh(registry, records)
