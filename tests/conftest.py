@@ -8,10 +8,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `from tests.trainer.helpers import ...` under --import-mode=importlib
+    sys.path.insert(0, str(REPO))
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +39,16 @@ def larsctl_dirs(tmp_path, shared_data_dir, monkeypatch) -> dict[str, Path]:
     return {"home": home, "config": config, "data": shared_data_dir}
 
 
-REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("LARSCTL_REPO", str(REPO))
+
+
+@pytest.fixture(scope="session")
+def horovod():
+    """Horovod in the venv.  A failure, not a skip: CI builds Horovod (.ci/build-horovod.sh)
+    and the engine must be tested."""
+    if shutil.which("horovodrun", path=str(Path(sys.executable).parent)) is None:
+        pytest.fail("horovodrun is not in the venv: run .ci/setup.sh test (it builds Horovod)")
+    return True
 
 # The test Slurm (tests/slurm/cluster.py; test dirs are not packages, so by path).
 _spec = importlib.util.spec_from_file_location("larsctl_test_slurm_cluster",
