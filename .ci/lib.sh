@@ -56,19 +56,18 @@ find_cached_wheel() {
 }
 
 # CUDA toolkit root, or nothing: CUDA_HOME/CUDA_PATH (set by `module load cuda`),
-# the nvcc on PATH, or /usr/local/cuda*.
+# /usr/local/cuda*, or the toolkit of the nvcc on PATH.  Only a directory with the
+# runtime's headers counts: an nvcc on PATH may be a wrapper script in /usr/local/bin.
 cuda_home() {
   local d nvcc
-  for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}"; do
-    if [ -n "$d" ] && [ -d "$d/include" ]; then echo "$d"; return 0; fi
+  is_toolkit() { [ -n "$1" ] && [ -f "$1/include/cuda_runtime.h" ]; }
+  for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr/local/cuda-*; do
+    if is_toolkit "$d"; then echo "$d"; return 0; fi
   done
   if nvcc=$(command -v nvcc); then
     d=$(dirname "$(dirname "$(readlink -f "$nvcc")")")
-    if [ -d "$d/include" ]; then echo "$d"; return 0; fi
+    if is_toolkit "$d"; then echo "$d"; return 0; fi
   fi
-  for d in /usr/local/cuda /usr/local/cuda-*; do
-    if [ -d "$d/include" ]; then echo "$d"; return 0; fi
-  done
 }
 
 # NCCL root, or nothing: HOROVOD_NCCL_HOME / NCCL_HOME / NCCL_ROOT / NCCL_DIR (module

@@ -174,3 +174,21 @@ def test_an_unprivileged_user_installs_without_apt_then_doctor_passes():
         assert "FAIL" not in doctor.stdout
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_cuda_home_is_a_toolkit_not_where_an_nvcc_wrapper_lives(tmp_path):
+    # This machine's /usr/local/bin/nvcc is a wrapper script: its parent's parent
+    # (/usr/local) is no toolkit, and Horovod's CMake then fails to find cudart.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "include").mkdir()  # like /usr/local/include: a directory, but no CUDA in it
+    (bin_dir / "nvcc").write_text("#!/bin/sh\nexec /nowhere/bin/nvcc \"$@\"\n")
+    (bin_dir / "nvcc").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "CUDA_PATH")}
+    env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
+    r = subprocess.run(["bash", "-c", "source .ci/lib.sh; cuda_home"], cwd=REPO, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    home = r.stdout.strip()
+    assert home == "" or (Path(home) / "include" / "cuda_runtime.h").is_file(), home
+    assert home != str(tmp_path)
