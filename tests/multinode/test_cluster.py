@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,8 +25,8 @@ import os, socket, torch
 import horovod.torch as hvd
 hvd.init()
 total = hvd.allreduce(torch.tensor([float(hvd.rank() + 1)]), op=hvd.Sum).item()
-print(f"rank={hvd.rank()} size={hvd.size()} host={socket.gethostname()} sum={total:g} "
-      f"ompi_rank={os.environ.get('OMPI_COMM_WORLD_RANK', '-')}", flush=True)
+os.write(1, (f"rank={hvd.rank()} size={hvd.size()} host={socket.gethostname()} sum={total:g} "
+             f"ompi_rank={os.environ.get('OMPI_COMM_WORLD_RANK', '-')};\\n").encode())
 """
 
 GLOO = """
@@ -38,20 +39,24 @@ else:  # srun
                             rank=int(os.environ["SLURM_PROCID"]), world_size=int(os.environ["SLURM_NTASKS"]))
 t = torch.tensor([float(dist.get_rank() + 1)])
 dist.all_reduce(t)
-print(f"rank={dist.get_rank()} size={dist.get_world_size()} host={socket.gethostname()} sum={t.item():g}",
-      flush=True)
+os.write(1, f"rank={dist.get_rank()} size={dist.get_world_size()} host={socket.gethostname()} sum={t.item():g};\\n"
+         .encode())
 dist.destroy_process_group()
 """
 
 
+# One record per rank, ended by ';'. The launcher forwards each rank's output on its own and
+# may interleave records from different ranks on one line (seen: mpirun put rank 1's record
+# between rank 0's and its newline), so records are found in the whole text, not per line.
+RECORD = re.compile(r"\brank=(\d+) ([^;\n]*);")
+
+
 def _ranks(text: str) -> dict[int, dict[str, str]]:
-    """rank -> fields of the 'rank=... host=... sum=...' lines in ``text``."""
+    """rank -> fields of the 'rank=R size=... host=... sum=...;' records in ``text``."""
     out = {}
-    for line in text.splitlines():
-        line = line.split(":", 1)[1] if line.startswith("[") else line  # horovodrun's [0]<stdout>:
-        if "rank=" in line:
-            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-            out[int(fields["rank"])] = fields
+    for m in RECORD.finditer(text):
+        fields = dict(f.split("=", 1) for f in m.group(2).split() if "=" in f)
+        out[int(m.group(1))] = {"rank": m.group(1), **fields}
     return out
 
 
