@@ -125,16 +125,21 @@ larsctl_finish() {  # the final state, written atomically
 }
 trap larsctl_finish EXIT
 touch restarts  # the requeue test counts its lines
+# The wait below runs once a second in every queued job (a sweep queues hundreds), so it
+# starts no process: the stat line is read by the shell, and the pause is a read with a
+# timeout on a pipe nobody writes to (opened read-write, so it never ends early).
 larsctl_alive() {  # PID STARTTIME: that very process still runs (safe against pid reuse)
   local stat fields
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 1
   read -r -a fields <<< "${stat##*) }"
   [ "${fields[0]}" != Z ] && [ "${fields[19]}" = "$2" ]
 }
 if [ -n "${LARSCTL_AFTER_PID:-}" ]; then
+  exec {larsctl_tick}<> <(:)
   while [ ! -e "$larsctl_cancel" ] && larsctl_alive "$LARSCTL_AFTER_PID" "${LARSCTL_AFTER_START:-}"; do
-    sleep 1
+    read -r -t 1 -u "$larsctl_tick" || true
   done
+  exec {larsctl_tick}>&-
   if [ ! -e "$larsctl_cancel" ] && [ "${LARSCTL_AFTER_KIND:-afterany}" = afterok ] &&
      ! grep -qs '^COMPLETED' "${LARSCTL_AFTER_STATUS:-}"; then
     echo "larsctl: the segment before this one did not complete; not starting" >&2
