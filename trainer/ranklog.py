@@ -50,13 +50,20 @@ class RankLog:
                     self._file.write(chunk)
 
     def close(self) -> None:
-        """Put the original fds back (ending the pipes), drain them, close the file."""
+        """Put the original fds back (ending the pipes), drain them, close the file.
+
+        An original fd is closed only once its pump has written the pipe's last bytes to it;
+        one whose pump is still running after 10 s (a child process holding the pipe open)
+        stays open for it."""
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         for fd, original in self._saved:
             os.dup2(original, fd)  # the pipe's last write end closes: the pump reads to EOF
-            os.close(original)
         for thread in self._threads:
             thread.join(timeout=10)
+        for (_, original), thread in zip(self._saved, self._threads):
+            if not thread.is_alive():
+                os.close(original)
         self._saved.clear()
+        self._threads.clear()
         self._file.close()
