@@ -7,6 +7,10 @@ The rank itself knows its global rank and writes ``<out_dir>/logs/ranks/rank.<R>
 on the job's shared filesystem, whatever started it.  The copy is taken at the file
 descriptors, so native libraries' output (NCCL, Gloo, tracebacks) is in it too;
 the launcher still gets every byte, unchanged.
+
+A log that cannot be written (a full disk, a file size limit, a vanished or read-only
+directory, EIO) is given up with one warning on the original stderr: the output goes on
+to the console unchanged, and the rank never dies of its log.
 """
 from __future__ import annotations
 
@@ -20,11 +24,18 @@ class RankLog:
     """Copy fds 1 and 2 into ``path`` until :meth:`close` (or process exit)."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "ab", buffering=0)
+        self.path = path
         self._lock = threading.Lock()
         self._saved: list[tuple[int, int]] = []
         self._threads: list[threading.Thread] = []
+        self._stderr = 2  # where the warning goes: the console's stderr, not the pipe
+        self._fd: int | None = None  # None: no file (not opened, given up, or closed)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            self._drop_file(exc)
+            return  # nothing to copy into: fds 1 and 2 stay as they are
         for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
             stream.flush()
             original = os.dup(fd)
@@ -36,18 +47,46 @@ class RankLog:
                                       name=f"rank-log-{fd}")
             thread.start()
             self._threads.append(thread)
+        self._stderr = self._saved[1][1]
 
     def note(self, text: str) -> None:
         """A line for this file only (not the console): which rank ran where, and how it ended."""
-        with self._lock:
-            self._file.write(f"{text}\n".encode())
+        self._append(f"{text}\n".encode())
 
     def _pump(self, read_end: int, original: int) -> None:
         with os.fdopen(read_end, "rb", buffering=0) as pipe:
             while chunk := pipe.read(65536):
-                os.write(original, chunk)
-                with self._lock:
-                    self._file.write(chunk)
+                _write_all(original, chunk)
+                self._append(chunk)
+
+    def _append(self, data: bytes) -> None:
+        """``data`` to the file; on its first error the file is given up."""
+        with self._lock:
+            if self._fd is None:
+                return
+            try:
+                _write_all(self._fd, data)
+            except OSError as exc:
+                self._drop_file(exc)
+
+    def _drop_file(self, error: OSError | None = None) -> None:
+        """Close the file and write no more to it; with an error (or one from closing it: a
+        network filesystem can report a lost write only then), say so once on the console's
+        stderr.  Called with the lock held, or before the pumps start."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError as exc:
+                error = error or exc
+        if error is None:
+            return
+        warning = (f"trainer: rank log {self.path}: cannot write it ({error}); this rank's "
+                   "output goes on to the console only\n")
+        try:
+            _write_all(self._stderr, warning.encode())
+        except OSError:
+            pass
 
     def close(self) -> None:
         """Put the original fds back (ending the pipes), drain them, close the file.
@@ -61,9 +100,17 @@ class RankLog:
             os.dup2(original, fd)  # the pipe's last write end closes: the pump reads to EOF
         for thread in self._threads:
             thread.join(timeout=10)
+        with self._lock:
+            self._drop_file()
         for (_, original), thread in zip(self._saved, self._threads):
             if not thread.is_alive():
                 os.close(original)
         self._saved.clear()
         self._threads.clear()
-        self._file.close()
+        self._stderr = 2
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
