@@ -28,7 +28,7 @@ import click
 
 from larsctl.errors import Failure, UserError
 from larsctl.jobs.paths import atomic_write, no_space
-from trainer.data.tfrecord import INDEX_DIR, SPLITS
+from trainer.data.tfrecord import INDEX_DIR, SHARD_NAME, SPLITS
 from trainer.fsio import NO_SPACE
 
 # ImageFolder split directories (what the recipes' train_dir / val_dir point at) and the
@@ -180,12 +180,26 @@ class OutputDir:
 
 # --- layouts -----------------------------------------------------------------------------
 
+EXPECTED_DATA_SET = ("expected a data set directory: TFRecord shards from `larsctl data convert` (train/, "
+                     "validation/, idx_files/) or ImageFolder class folders from `larsctl data prepare` (train/, val/)")
+
+
+def found_at(path: Path) -> str:
+    """What is at a path that should be a directory, in a few words."""
+    if path.is_symlink() and not path.exists():
+        return f"a broken symbolic link (to {os.readlink(path)})"
+    if not path.exists():
+        return "nothing at this path"
+    if path.is_file():
+        return "a TFRecord shard, not a directory" if SHARD_NAME.match(path.name) else "a file, not a directory"
+    return "not a directory"
+
+
 def detect_layout(root: Path) -> str:
     """"imagefolder" or "tfrecord" for a data set directory (its manifest's word, if any)."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"{root}: no such directory; expected a data set written by `larsctl data "
-                        "prepare` (train/, val/) or `larsctl data convert` (train/, validation/, idx_files/)")
+        raise UserError(f"{root}: {found_at(root)}; {EXPECTED_DATA_SET}")
     manifest = root / MANIFEST
     if manifest.is_file():
         layout = read_json(manifest, "a larsctl data manifest").get("layout")

@@ -136,13 +136,35 @@ def test_an_undecodable_image_is_named_and_left_out_and_strict_exits_1(prepared,
 def test_bad_arguments_of_verify_and_bench(tmp_path):
     r = cli("verify", tmp_path / "nope")
     assert r.exit_code == 2
-    assert one_line(r).startswith(f"Error: {tmp_path / 'nope'}: no such directory; expected a data set")
+    assert one_line(r) == f"Error: {tmp_path / 'nope'}: nothing at this path; {EXPECTED_DATA_SET}"
     r = cli("bench", tmp_path, "--recipe", REPO / "jobs" / "demo.yaml")
     assert r.exit_code == 2
     assert one_line(r) == "Error: --cluster and --recipe go together: the plan needs both"
     r = cli("bench", tmp_path, "--workers", "a,b")
     assert r.exit_code == 2
     assert one_line(r) == "Error: --workers 'a,b': expected comma-separated integers >= 0, such as 0,1,2"
+
+
+EXPECTED_DATA_SET = ("expected a data set directory: TFRecord shards from `larsctl data convert` (train/, "
+                     "validation/, idx_files/) or ImageFolder class folders from `larsctl data prepare` (train/, val/)")
+
+
+def test_verify_of_a_file_says_it_expects_a_directory_and_what_it_found(converted, tmp_path):
+    shard = converted / "train" / "train-00000-of-00004"
+    r = run_cli("verify", shard)  # a real process: one line on stderr, exit 2
+    assert r.returncode == 2 and r.stdout == ""
+    assert one_line(r) == f"Error: {shard}: a TFRecord shard, not a directory; {EXPECTED_DATA_SET}"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a data set\n")
+    r = cli("verify", notes)
+    assert r.exit_code == 2
+    assert one_line(r) == f"Error: {notes}: a file, not a directory; {EXPECTED_DATA_SET}"
+    link = tmp_path / "gone"
+    link.symlink_to(tmp_path / "moved")
+    r = cli("verify", link)
+    assert r.exit_code == 2
+    assert one_line(r) == (f"Error: {link}: a broken symbolic link (to {tmp_path / 'moved'}); "
+                           f"{EXPECTED_DATA_SET}")
 
 
 # --- a full disk -----------------------------------------------------------------------------
