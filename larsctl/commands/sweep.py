@@ -123,13 +123,13 @@ def report(sweep_id, as_json, out, size):
     for job_id in unfinished:
         warn(f"{job_id} has not finished: counted as not reaching the target yet")
     if out is not None:
-        from larsctl.results.scaling import figure_png
+        from larsctl.results.scaling_figure import figure_png
 
         atomic_write(out, figure_png(result, int(match[1]), int(match[2])))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        from larsctl.results.scaling import render
+        from larsctl.results.scaling_text import render
 
         click.echo(render(result))
         if out is not None:

@@ -24,7 +24,7 @@ from larsctl.jobs.lifecycle import submit as submit_job
 from larsctl.jobs.registry import JobRecord, Registry, new_job_id
 from larsctl.planning.planner import LR_RULES, PlanError, lr_by_rule, max_per_gpu_batch
 from larsctl.planning.spec import JobSpec, resolve_job
-from larsctl.results.scaling import parse_target
+from larsctl.results.steps import parse_target
 
 OPTIMIZERS = ("lars", "lamb", "sgd")
 
@@ -164,6 +164,7 @@ def report(sweep_id: str):
     from larsctl.jobs.lifecycle import refresh
     from larsctl.results import scaling
     from larsctl.results.metrics import read_records
+    from larsctl.results.steps import SweepRun
 
     registry = Registry()
     definition = SweepDefinition.from_dict(registry.sweep(sweep_id))
@@ -172,9 +173,9 @@ def report(sweep_id: str):
     runs = []
     for row in rows:
         spec = JobSpec.read(row.record.paths.job_yaml)
-        runs.append(scaling.SweepRun(job_id=row.record.id, effective_batch=spec.plan.effective_batch,
-                                     optimizer=spec.trainer["base_op"], lr=spec.plan.base_lr,
-                                     seed=spec.trainer["seed"], records=read_records(row.record.paths.metrics)))
+        runs.append(SweepRun(job_id=row.record.id, effective_batch=spec.plan.effective_batch,
+                             optimizer=spec.trainer["base_op"], lr=spec.plan.base_lr,
+                             seed=spec.trainer["seed"], records=read_records(row.record.paths.metrics)))
     unfinished = [row.record.id for row in rows if not row.state.is_terminal]
     predicted = {opt: scaling.predicted_b_noise(runs, opt) for opt in definition.optimizers}
     try:
