@@ -211,6 +211,49 @@ def build_launch(profile, plan, job_dir, *, scheduler: str | None = None, job_id
     return Launch(tuple([*launcher, *box, *trainer]))
 
 
+# What launch_needs reads off a line: the executables that may start it, and the launcher
+# modules the profile's python runs (python -m MODULE), by the name of their command.
+LAUNCHER_EXECUTABLES = ("mpirun", "mpiexec", "srun")
+LAUNCHER_MODULES = {"horovod.runner.launch": "horovodrun", "torch.distributed.run": "torchrun"}
+
+
+def launch_needs(profile, plan) -> frozenset[str]:
+    """What the line :func:`build_launch` writes for ``plan`` on ``profile`` needs, by name (pure).
+
+    mpirun, mpiexec, srun   the executable the line starts with (every rank, or a torchrun per node)
+    pmix                    srun's PMIx plugin (srun --mpi=pmix)
+    horovodrun, torchrun    the launcher module the profile's python runs
+    apptainer, singularity  the container runtime the trainer (or its launcher) runs in
+    ssh                     horovodrun starts the other nodes' ranks over ssh
+    mpi, gloo               how the ranks talk: Horovod built with MPI, or with Gloo (horovodrun
+                            --gloo); for engine ddp on CPUs, torch.distributed's gloo backend
+    nccl                    GPU allreduce: Horovod's NCCL operations, torch.distributed's nccl
+
+    Read off the line itself, so the two cannot disagree; raises LaunchError where
+    build_launch does.
+    """
+    words = [str(w) for w in build_launch(profile, plan, "job", job_id="needs").words]
+    needs = set()
+    if words[0] in LAUNCHER_EXECUTABLES:
+        needs.add(words[0])
+    needs.update(LAUNCHER_MODULES[b] for a, b in zip(words, words[1:]) if a == "-m" and b in LAUNCHER_MODULES)
+    box = container_prefix(profile)
+    if box:
+        needs.add(box[0])
+    if "--mpi=pmix" in words:
+        needs.add("pmix")
+    if "horovodrun" in needs and plan.nodes > 1:
+        needs.add("ssh")
+    engine, gpu = value_of(profile.engine), value_of(profile.gpu_type) != "cpu"
+    if engine == "horovod":
+        needs.add("gloo" if "--gloo" in words else "mpi")
+    if gpu:
+        needs.add("nccl")
+    elif engine == "ddp":
+        needs.add("gloo")
+    return frozenset(needs)
+
+
 def _torchrun(profile, plan, trainer, box, scheduler, job_id) -> Launch:
     python, module_args = trainer[0], trainer[1:]
     if plan.nodes == 1:
