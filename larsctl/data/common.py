@@ -18,7 +18,8 @@ import multiprocessing
 import os
 import signal
 import sys
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,12 +218,14 @@ def detect_layout(root: Path) -> str:
 # --- progress ----------------------------------------------------------------------------
 
 class Progress:
-    """A tqdm bar on a terminal; a plain line every 10% in batch logs (stderr either way)."""
+    """A tqdm bar on a terminal; in batch logs a plain line each time a piece of work takes
+    the total past a tenth: "convert: 40% (8 of 20 img, 3.1 img/s, ETA 0:04)" (stderr either way)."""
 
     def __init__(self, desc: str, total: float, unit: str = "it", initial: float = 0, scale: bool = False):
-        self.desc, self.total, self.unit, self.n = desc, total, unit, initial
+        self.desc, self.total, self.unit, self.n, self.initial, self.scale = desc, total, unit, initial, initial, scale
         self.bar = None
         self.next_line = 0.1
+        self.start = time.monotonic()
         if sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -235,8 +238,30 @@ class Progress:
             self.bar.update(n)
             return
         if self.total and self.n / self.total >= self.next_line - 1e-9:  # one line per 10% crossed
-            click.echo(f"{self.desc}: {self.n / self.total:.0%}", err=True)
+            click.echo(self.line(), err=True)
             self.next_line = (int(self.n / self.total * 10 + 1e-9) + 1) / 10
+
+    def line(self) -> str:
+        """Done so far, the rate of this run's work (not what an earlier run did) and the time left."""
+        elapsed = time.monotonic() - self.start
+        rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
+        if self.n >= self.total:
+            left = f"in {_interval(elapsed)}"
+        else:
+            left = f"ETA {_interval((self.total - self.n) / rate) if rate > 0 else '?'}"
+        done = self._amount(self.n) if self.scale else f"{self.n:,.0f}"
+        speed = self._amount(rate) if self.scale else f"{rate:,.1f} {self.unit}"
+        return f"{self.desc}: {self.n / self.total:.0%} ({done} of {self._amount(self.total)}, {speed}/s, {left})"
+
+    def _amount(self, x: float) -> str:
+        """1,234 img; with scale 1.2 GiB (binary prefixes)."""
+        if not self.scale:
+            return f"{x:,.0f} {self.unit}"
+        for prefix in ("", "Ki", "Mi", "Gi", "Ti"):
+            if x < 1024 or prefix == "Ti":
+                break
+            x /= 1024
+        return f"{x:,.1f} {prefix}{self.unit}"
 
     def write(self, line: str) -> None:
         if self.bar is not None:
@@ -253,6 +278,13 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _interval(seconds: float) -> str:
+    """0:04, 12:30, 3:02:10."""
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 # --- worker processes --------------------------------------------------------------------
@@ -273,23 +305,38 @@ def _die_with_parent(parent: int) -> None:
 
 def run_tasks(fn: Callable, tasks: list, workers: int, on_result: Callable) -> None:
     """Run fn(task) for every task, in `workers` processes (in this one when workers is 1),
-    calling on_result(task, result) in this process as each one ends. The first exception
-    cancels what has not started and is raised here once running tasks have ended."""
+    calling on_result(task, result) in this process as each one ends (so progress moves
+    piece by piece). The first exception stops the rest at once: what has not started is
+    cancelled, the workers are terminated and reaped, then it is raised here. What a
+    terminated worker was writing is the caller's to remove (as after a SIGKILL)."""
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             on_result(task, fn(task))
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
-                             initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
+    try:
         pending = {pool.submit(fn, task): task for task in tasks}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    task = pending.pop(future)
-                    on_result(task, future.result())
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+        for future in as_completed(pending):
+            on_result(pending[future], future.result())
+    except BaseException:
+        _terminate(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Cancel the pool's pending work and end its workers now (ProcessPoolExecutor's
+    terminate_workers() of Python 3.14, which 3.11 lacks), waiting until each has ended."""
+    processes = list((pool._processes or {}).values())  # shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(5)
+        if process.is_alive():  # SIGTERM blocked or ignored
+            process.kill()
+            process.join()

@@ -206,8 +206,11 @@ def convert(imagefolder: Path, out: Path, *, train_shards: int = DEFAULT_TRAIN_S
                 for item in result["left_out"]:
                     bar.write(f"Warning: {item['path']}: cannot decode ({item['reason']}); left out")
                 bar.update(len(task.items))
-            # the biggest shards first, so no worker is left with a long one at the end
-            run_tasks(write_shard, sorted(todo, key=lambda t: -len(t.items)), workers, finished)
+            try:  # the biggest shards first, so no worker is left with a long one at the end
+                run_tasks(write_shard, sorted(todo, key=lambda t: -len(t.items)), workers, finished)
+            except BaseException:
+                _remove_stale_temporaries(target)  # what the stopped workers were writing
+                raise
         for directory in {t.out.parent for t in tasks} | {t.index.parent for t in tasks}:
             fsync_dir(directory)
         _finish(target, listing, claim, tasks, summary)

@@ -297,7 +297,11 @@ def _train(target: OutputDir, archive: Path, classes: dict[str, Member], workers
             for item in result["left_out"]:
                 bar.write(f"Warning: {item['path']}: cannot decode ({item['reason']}); left out")
             bar.update(task.member.size)
-        run_tasks(extract_class, tasks, workers, finished)
+        try:
+            run_tasks(extract_class, tasks, workers, finished)
+        except BaseException:
+            shutil.rmtree(target.state / "partial" / "train", ignore_errors=True)  # the stopped workers' classes
+            raise
 
 
 def _val(target: OutputDir, archive: Path, images: dict[int, Member], labels: ValLabels, workers: int,

@@ -24,8 +24,9 @@ def cli(*args) -> Result:
     return CliRunner().invoke(data, [str(a) for a in args], catch_exceptions=False)
 
 
-def run_cli(*args, **kwargs) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def run_cli(*args, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """The command as a real process; env: variables to add to this process's environment."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, env=env,
                           timeout=300, **kwargs)
 
