@@ -255,3 +255,11 @@ class LocalScheduler(Scheduler):
                     pass
         if not paths.segment_status(segment).exists():
             atomic_write(paths.segment_status(segment), "CANCELLED 137\n")
+
+    # -- larsctl doctor --------------------------------------------------------
+    def doctor_checks(self, profile) -> list:
+        """``larsctl doctor``'s rows: there is no scheduler to ask."""
+        from larsctl.doctor.report import ok
+
+        return [ok("scheduler", "local: jobs run on this machine as detached bash processes; no scheduler "
+                                "to ask")]

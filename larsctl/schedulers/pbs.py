@@ -181,6 +181,46 @@ class PbsScheduler(CommandLineScheduler):
             found = parse_qstat_full(r.stdout)
         return {i: _lookup(found, i) for i in ids}
 
+    # -- larsctl doctor --------------------------------------------------------
+    def doctor_checks(self, profile) -> list:
+        """``larsctl doctor``'s rows: qsub, qstat and qdel are on PATH, the server answers
+        (qstat -B; Torque-style clients such as Slurm's answer qstat -Q), the profile's queue exists."""
+        import shutil
+
+        from larsctl.doctor.report import fail, last_line, ok
+        from larsctl.doctor.scheduler import ask, check_commands
+
+        rows = [check_commands("pbs", ("qsub", "qstat", "qdel"))]
+        if not shutil.which("qstat"):
+            return rows
+        what, (answered, text) = "qstat -B", ask(self, ["qstat", "-B"])
+        if not answered and ask(self, ["qstat", "-Q"])[0]:
+            what, answered = "qstat -Q", True
+        if not answered:
+            return rows + [fail("pbs server", f"does not answer ({what}): {last_line(text)}",
+                                "check that the PBS server runs (qstat -B) and PBS_SERVER / pbs.conf "
+                                "point at it")]
+        return rows + [ok("pbs server", f"answers ({what})")] + (
+            [self._doctor_queue(profile)] if profile.partition else [])
+
+    def _doctor_queue(self, profile):
+        """The profile's queue among ``qstat -Q``'s (the names below its line of dashes)."""
+        from larsctl.doctor.report import fail, in_profile, last_line, ok, warn
+        from larsctl.doctor.scheduler import ask
+
+        answered, text = ask(self, ["qstat", "-Q"])
+        if not answered:
+            return warn("pbs queue", f"cannot list queues: {last_line(text)}",
+                        f"check `qstat -Q {profile.partition}` by hand")
+        lines = text.splitlines()
+        dashes = next((i for i, line in enumerate(lines) if line.startswith("---")), len(lines))
+        queues = [line.split()[0] for line in lines[dashes + 1:] if line.strip()]
+        if profile.partition not in queues:
+            return fail("pbs queue", f"{profile.partition!r} is not a queue here (have: "
+                                     f"{', '.join(queues) or 'none'})",
+                        in_profile(profile, "set partition: in {file} to one of " + ", ".join(queues)))
+        return ok("pbs queue", profile.partition)
+
 
 
 def _lookup(found: dict[str, JobInfo], job_id: str) -> JobInfo:

@@ -193,6 +193,51 @@ class SlurmScheduler(CommandLineScheduler):
             raise SchedulerError(f"sacct failed (exit {r.returncode}): {r.stderr.strip()}")
         return r.stdout
 
+    # -- larsctl doctor --------------------------------------------------------
+    def doctor_checks(self, profile) -> list:
+        """``larsctl doctor``'s rows: the commands larsctl runs are on PATH, the controller
+        answers (sinfo, else squeue), and the profile's partition is there and up."""
+        import shutil
+
+        from larsctl.doctor.report import fail, last_line, ok
+        from larsctl.doctor.scheduler import ask, check_commands
+
+        rows = [check_commands("slurm", ("sbatch", "squeue", "sacct", "scancel", "scontrol"))]
+        sinfo = shutil.which("sinfo") is not None
+        if not sinfo and not shutil.which("squeue"):
+            return rows
+        answered, text = ask(self, ["sinfo", "--noheader", "--format=%P|%a"] if sinfo
+                             else ["squeue", "--noheader", "--me"])
+        if not answered:
+            return rows + [fail("slurm controller", f"does not answer: {last_line(text)}",
+                                "check `scontrol ping`; on a login node SLURM_CONF (or the configless "
+                                "set-up) must point at this cluster")]
+        partitions = dict(line.strip().split("|", 1) for line in text.splitlines() if sinfo and "|" in line)
+        if not partitions:
+            return rows + [ok("slurm controller", f"answers ({'sinfo' if sinfo else 'squeue'})")]
+        listing = ", ".join(f"{p} ({s})" for p, s in partitions.items())
+        return rows + [ok("slurm controller", f"answers (sinfo): partitions {listing}"),
+                       self._doctor_partition(profile, partitions)]
+
+    @staticmethod
+    def _doctor_partition(profile, partitions: dict[str, str]):
+        """The profile's partition among sinfo's ``{name: state}`` (the default one ends in *)."""
+        from larsctl.doctor.report import fail, in_profile, ok, warn
+
+        states = {p.rstrip("*"): s for p, s in partitions.items()}
+        wanted = profile.partition
+        if wanted is None:
+            default = [p.rstrip("*") for p in partitions if p.endswith("*")]
+            return ok("slurm partition", "none set: jobs go to the default partition "
+                                         + (default[0] if default else "(none marked)"))
+        if wanted not in states:
+            return fail("slurm partition", f"{wanted!r} is not a partition here (have: {', '.join(states)})",
+                        in_profile(profile, "set partition: in {file} to one of " + ", ".join(states)))
+        if states[wanted] != "up":
+            return warn("slurm partition", f"{wanted} is {states[wanted]}",
+                        f"jobs queue until it is up again (sinfo -p {wanted})")
+        return ok("slurm partition", f"{wanted} (up)")
+
 
 # -- pure parsers ------------------------------------------------------------------
 def parse_squeue(text: str) -> dict[str, JobInfo]:

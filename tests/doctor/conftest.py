@@ -19,6 +19,15 @@ _SCRIPT = Path(sys.executable).with_name("larsctl")  # the installed console scr
 LARSCTL = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "larsctl"]
 
 
+def write_profile(directory: Path, base: str = "local", **fields) -> Path:
+    """``directory/<name>.yaml``: the shipped ``base`` profile with ``fields`` changed."""
+    data = yaml.safe_load((REPO / "clusters" / f"{base}.yaml").read_text())
+    data.update(fields)
+    path = directory / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 class Doctor:
     """Run ``larsctl doctor`` as a user would and read its rows."""
 
@@ -56,12 +65,10 @@ class Doctor:
     def rows(report: dict) -> dict[str, dict]:
         return {row["name"]: row for row in report["checks"]}
 
-    def write_profile(self, name: str, **fields) -> str:
-        """A user profile in $LARSCTL_CONFIG_DIR/clusters, starting from the shipped local one."""
-        data = yaml.safe_load((REPO / "clusters" / "local.yaml").read_text())
-        data.update(name=name, **fields)
+    def write_profile(self, name: str, base: str = "local", **fields) -> str:
+        """A user profile in $LARSCTL_CONFIG_DIR/clusters, starting from the shipped ``base`` one."""
         (self.config_dir / "clusters").mkdir(exist_ok=True)
-        (self.config_dir / "clusters" / f"{name}.yaml").write_text(yaml.safe_dump(data))
+        write_profile(self.config_dir / "clusters", base, name=name, **fields)
         return name
 
     def path_without(self, *names: str) -> str:
@@ -85,15 +92,22 @@ def doctor(larsctl_dirs, tmp_path) -> Doctor:
     return Doctor(larsctl_dirs["config"], tmp_path)
 
 
+@pytest.fixture
+def make_profile(tmp_path):
+    """make_profile(**fields): a profile read from a file, the shipped local one with ``fields``."""
+    from larsctl.config.profiles import read_profile
+
+    return lambda **fields: read_profile(write_profile(tmp_path, **fields))
+
+
 @pytest.fixture(scope="session")
 def local_probe():
     """One real probe of this environment (the local profile's), for the rows' logic on other profiles."""
-    from larsctl import doctor as dr
     from larsctl.config.profiles import read_profile
+    from larsctl.doctor.runner import ProbeRun
 
     profile = read_profile(REPO / "clusters" / "local.yaml")
-    run = dr.ProbeRun(profile, (), {"sections": ["stack", "horovod"],
-                                    "modules": ["horovod.runner.launch", "torch.distributed.run"]})
-    probe = run.result()
+    probe = ProbeRun(profile, {"sections": ["stack", "horovod"],
+                               "modules": ["horovod.runner.launch", "torch.distributed.run"]}).result()
     assert probe.data, probe.error
     return probe
