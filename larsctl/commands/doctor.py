@@ -20,13 +20,13 @@ def doctor(ctx: click.Context, cluster: str, recipe: Path | None, as_json: bool)
 
     One row per check (ok, warn or FAIL) with what was found and, when something
     is wrong, the fix: the job's Python and its torch, GPUs, torchvision, DALI and
-    Horovod (MPI/Gloo/NCCL against the profile's mpi and gpu_type), run in the
-    job's own interpreter after the profile's modules and venv; the launcher its
-    launch line starts with (mpirun, mpiexec, srun, horovodrun or torchrun) and its
-    MPI flavour; the scheduler's commands and whether the scheduler answers; the
-    workdir.  With --recipe also the plan, the trainer options and the data
-    directories.  Exit 0 when nothing fails (warnings allowed), 1 when a check
-    fails, 2 on bad input.
+    Horovod or torch.distributed (MPI/Gloo/NCCL as the launch line needs them), run
+    in the job's own interpreter after the profile's modules and venv; what the
+    launch line needs to start (mpirun, mpiexec, srun and its PMIx plugin,
+    horovodrun or torchrun, the container runtime, ssh) and the MPI flavour; the
+    scheduler's commands and whether the scheduler answers; the workdir.  With
+    --recipe also the plan, the trainer options and the data directories.  Exit 0
+    when nothing fails (warnings allowed), 1 when a check fails, 2 on bad input.
 
     \b
     Example:

@@ -13,7 +13,7 @@ probe        the probe the job's own Python runs (standard library only)
 runner       starts the probe in the job's environment, reads what it found
 environment  the profile, its modules, venv and container
 stack        python, trainer, torch and GPUs, torchvision, DALI, Horovod or torch.distributed
-launcher     the launch line's launchers (mpirun, mpiexec, srun, horovodrun, torchrun) and MPI flavour
+launcher     what the launch line needs (``schedulers.launch.launch_needs``), found
 scheduler    the scheduler classes' own ``doctor_checks`` (schedulers/slurm.py, pbs.py, local.py)
 workdir      the job directories' parent
 recipe       the plan, the trainer options and the data directories
@@ -39,7 +39,7 @@ def run_doctor(cluster: str, recipe: str | Path | None = None) -> Report:
     from larsctl.config.profiles import load_profile
     from larsctl.config.recipes import load_recipe
     from larsctl.doctor.environment import check_container, check_modules, check_profile, check_venv
-    from larsctl.doctor.launcher import check_launchers, default_layout, launchers_for
+    from larsctl.doctor.launcher import check_launchers, default_layout, needs_for
     from larsctl.doctor.recipe import RecipeResult, check_data, check_recipe
     from larsctl.doctor.runner import ProbeRun
     from larsctl.doctor.scheduler import check_scheduler
@@ -55,10 +55,10 @@ def run_doctor(cluster: str, recipe: str | Path | None = None) -> Report:
     recipe_result = check_recipe(profile, recipe_obj, recipe_path) if recipe_obj else RecipeResult(())
     spec = recipe_result.spec
     plan = spec.plan if spec is not None else default_layout(profile)
-    launchers = launchers_for(profile, plan, profile.expanded_workdir() / "doctor")
+    needs = needs_for(profile, plan)
     stack_request = {"sections": ["stack"] + (["horovod"] if profile.engine == "horovod" else []),
-                     "modules": list(launchers.modules)}
-    probe_run = ProbeRun(profile, stack_request, launchers.executables, srun_list=profile.mpi == "srun-pmix")
+                     "modules": list(needs.modules)}
+    probe_run = ProbeRun(profile, stack_request, needs.executables, srun_list="pmix" in needs.names)
     # The data scan imports torchvision (seconds): a second probe, in parallel.
     data_request = {"sections": [], "data": recipe_result.data_request}
     data_run = ProbeRun(profile, data_request) if recipe_result.data_request else None
@@ -75,8 +75,8 @@ def run_doctor(cluster: str, recipe: str | Path | None = None) -> Report:
     rows += check_modules(profile, probe)
     rows += venv_rows
     rows += check_container(profile)
-    rows += check_python_side(profile, probe, recipe_result.data_kind, recipe_obj is not None)
-    rows += check_launchers(profile, launchers, probe)
+    rows += check_python_side(profile, probe, needs, recipe_result.data_kind, recipe_obj is not None)
+    rows += check_launchers(profile, needs, probe)
     rows += scheduler_rows
     rows.append(workdir_row)
     rows += recipe_result.rows

@@ -1,21 +1,25 @@
-"""The launcher rows: the launch line's launchers, found where the job runs.
+"""The launcher rows: what the profile's launch line needs, found where the job runs.
 
-Which launcher a profile needs is not kept in a table here: it is read off the
-launch line ``schedulers.launch.build_launch`` writes for the profile (its first
-word, and any ``python -m`` launcher module in it), so the two cannot disagree.
-Executables (mpirun, mpiexec, srun, the container runtime) are looked up in the
-probe's shell; launcher modules (horovodrun, torchrun) in the job's Python.
+doctor keeps no table of what an MPI flavour or engine needs: it asks the launch
+builder (``schedulers.launch.launch_needs``), which reads it off the line
+``build_launch`` writes.  Executables (mpirun, mpiexec, srun, the container runtime,
+ssh) are looked up in the probe's shell; launcher modules (horovodrun, torchrun) in
+the job's Python; what Horovod or torch must be built with (mpi, gloo, nccl) is
+checked by the stack rows (:mod:`larsctl.doctor.stack`).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
 from larsctl.doctor.report import Check, fail, first_line, in_profile, last_line, ok, warn
 from larsctl.doctor.runner import ProbeResult
-from larsctl.schedulers.launch import LAUNCHER_MODULES, LaunchError, build_launch, container_prefix, value_of
+from larsctl.schedulers.launch import LAUNCHER_EXECUTABLES, LAUNCHER_MODULES, LaunchError, launch_needs
+
+MODULES = {command: module for module, command in LAUNCHER_MODULES.items()}  # torchrun -> torch...run
+BUILT_WITH = ("mpi", "gloo", "nccl")  # for the stack rows
+NOT_EXECUTABLES = ("pmix", *BUILT_WITH, *MODULES)
 
 
 def default_layout(profile) -> SimpleNamespace:
@@ -26,31 +30,29 @@ def default_layout(profile) -> SimpleNamespace:
 
 
 @dataclass(frozen=True)
-class Launchers:
-    """What the profile's launch line runs: executables on PATH and ``python -m`` modules."""
+class Needs:
+    """``launch_needs`` for one profile and plan, or why there is no launch line."""
 
-    executables: tuple[str, ...] = ()
-    modules: tuple[str, ...] = ()
-    line: str = ""
+    names: frozenset = frozenset()
     error: str = ""
 
+    @property
+    def executables(self) -> tuple[str, ...]:
+        """What the probe's shell looks up on PATH: the launcher first, ssh last."""
+        found = [n for n in self.names if n not in NOT_EXECUTABLES]
+        return tuple(sorted(found, key=lambda n: (n not in LAUNCHER_EXECUTABLES, n == "ssh", n)))
 
-def launchers_for(profile, plan, job_dir: Path) -> Launchers:
-    """Read the launchers off the line ``build_launch`` writes for ``plan`` on ``profile``."""
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The ``python -m`` launcher modules the job's Python must have."""
+        return tuple(MODULES[n] for n in sorted(self.names) if n in MODULES)
+
+
+def needs_for(profile, plan) -> Needs:
     try:
-        launch = build_launch(profile, plan, job_dir, job_id="doctor")
+        return Needs(launch_needs(profile, plan))
     except LaunchError as exc:
-        return Launchers(error=str(exc))
-    words = [str(w) for w in launch.words]
-    executables: list[str] = []
-    if words and words[0] != profile.python:
-        executables.append(words[0])
-    box = container_prefix(profile)
-    if box and str(box[0]) not in executables:
-        executables.append(str(box[0]))
-    modules = [words[i + 2] for i in range(len(words) - 2)
-               if words[i] == profile.python and words[i + 1] == "-m" and words[i + 2] != "trainer"]
-    return Launchers(tuple(executables), tuple(dict.fromkeys(modules)), launch.line)
+        return Needs(error=str(exc))
 
 
 # --- which MPI a launcher belongs to -----------------------------------------------------
@@ -64,6 +66,7 @@ INSTALL_HINT = {
                "`module load intel-mpi`, `module load mvapich2`)",
     "srun": "run larsctl on a Slurm login node (srun comes with Slurm's client commands) or "
             "`module load slurm`",
+    "ssh": "install an ssh client (Debian: apt-get install openssh-client)",
 }
 
 
@@ -83,27 +86,30 @@ def flavour_of(version_text: str) -> str | None:
 
 # --- the rows ----------------------------------------------------------------------------
 
-def check_launchers(profile, launchers: Launchers, probe: ProbeResult) -> list[Check]:
-    if launchers.error:
-        return [fail("launcher", launchers.error,
+def check_launchers(profile, needs: Needs, probe: ProbeResult) -> list[Check]:
+    if needs.error:
+        return [fail("launcher", needs.error,
                      in_profile(profile, "pick an mpi flavour this scheduler can launch in {file}"))]
-    rows = [_executable_row(profile, name, launchers, probe) for name in launchers.executables]
-    return rows + [_module_row(module, probe) for module in launchers.modules]
+    rows = [_executable_row(profile, name, needs, probe) for name in needs.executables]
+    return rows + [_module_row(module, probe) for module in needs.modules]
 
 
-def _executable_row(profile, name: str, launchers: Launchers, probe: ProbeResult) -> Check:
+def _executable_row(profile, name: str, needs: Needs, probe: ProbeResult) -> Check:
     tool, row = probe.tools.get(name, {}), f"launcher {name}"
     if not tool.get("path"):
-        role = ("runs the job's container" if launchers.executables.index(name) > 0 or
-                (profile.container and name == value_of(profile.container.runtime))
-                else "the launch line starts with it")
+        role = ("horovodrun starts the other nodes' ranks over it" if name == "ssh" else
+                "the launch line starts with it" if name in LAUNCHER_EXECUTABLES else
+                "runs the job's container")
         return fail(row, f"{name} not on PATH{probe.where()}; {role}",
                     INSTALL_HINT.get(name, f"install {name} or load the module that provides it"))
     path, version = tool["path"], tool.get("version", "")
     if name in ("mpirun", "mpiexec"):
         return _mpi_flavour_row(profile, row, name, path, version)
     if name == "srun":
-        return _srun_row(row, path, tool, profile.mpi)
+        return _srun_row(row, path, tool, needs)
+    if name == "ssh":
+        return ok(row, f"{path}: horovodrun starts the other nodes' ranks over ssh (it must log in "
+                       "without a password)")
     return ok(row, f"{path}: {first_line(version) or 'found'}")  # the container runtime
 
 
@@ -137,9 +143,11 @@ def _mpi_flavour_row(profile, row: str, name: str, path: str, version: str) -> C
                 "in the profile")
 
 
-def _srun_row(row: str, path: str, tool: dict, mpi: str) -> Check:
-    if mpi != "srun-pmix":
+def _srun_row(row: str, path: str, tool: dict, needs: Needs) -> Check:
+    if "torchrun" in needs.names:
         return ok(row, f"{path} (starts one torchrun per node)")
+    if "pmix" not in needs.names:
+        return ok(row, f"{path} (starts every rank with the site's MPI plugin, its MpiDefault)")
     listing = tool.get("mpi_list", "")
     plugins = re.findall(r"^\s+(\S+)\s*$", listing, re.M)
     if "MPI plugin types" not in listing:

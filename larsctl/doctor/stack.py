@@ -1,6 +1,6 @@
 """The rows for the job's Python stack, read from the probe: python, trainer, torch and its
 GPUs, torchvision, DALI, and the engine (Horovod's build, or torch.distributed's backends)
-against the profile's mpi and gpu_type.
+against what the launch line needs (:class:`~larsctl.doctor.launcher.Needs`).
 
 A section the probe could not collect (its own code failed there) is one warn row.
 """
@@ -10,15 +10,16 @@ import re
 import sys
 
 from larsctl.doctor.environment import repo
+from larsctl.doctor.launcher import Needs
 from larsctl.doctor import probe as probe_module
 from larsctl.doctor.report import Check, fail, in_profile, ok, warn
 from larsctl.doctor.runner import ProbeResult
 
 MIN_PYTHON = (3, 10)  # pyproject's requires-python
-MPI_FLAVOURS = ("openmpi", "mpich", "intelmpi", "mvapich2", "srun-pmix")  # Horovod needs MPI built in
 
 
-def check_python_side(profile, probe: ProbeResult, data_kind: str | None, recipe_given: bool) -> list[Check]:
+def check_python_side(profile, probe: ProbeResult, needs: Needs, data_kind: str | None,
+                      recipe_given: bool) -> list[Check]:
     """Rows for python, trainer, torch, GPUs, torchvision, DALI and the engine from the probe."""
     d = probe.data
     if not d:
@@ -31,8 +32,8 @@ def check_python_side(profile, probe: ProbeResult, data_kind: str | None, recipe
     rows += _section("dali", d["dali"], _dali_rows, profile, data_kind, recipe_given)
     if profile.engine == "ddp":
         rows.append(ok("horovod", "not needed: engine ddp uses torch.distributed (torchrun)"))
-        return rows + _section("torch.distributed", d["torch"], _ddp_rows, profile)
-    return rows + _section("horovod", d.get("horovod", {}), _horovod_rows, profile)
+        return rows + _section("torch.distributed", d["torch"], _ddp_rows, profile, needs)
+    return rows + _section("horovod", d.get("horovod", {}), _horovod_rows, profile, needs)
 
 
 def _section(name: str, info: dict, rows, *args) -> list[Check]:
@@ -161,7 +162,7 @@ def _dali_kind(variant: str, cuda: str | None) -> str:
     return "CPU-only variant"
 
 
-def _horovod_rows(info: dict, profile) -> list[Check]:
+def _horovod_rows(info: dict, profile, needs: Needs) -> list[Check]:
     build = ("rebuild Horovod in the job's environment: .ci/build-horovod.sh VENV WHEEL_DIR "
              "(builds against its torch and the MPI on PATH)")
     if "error" in info or not info:
@@ -171,21 +172,24 @@ def _horovod_rows(info: dict, profile) -> list[Check]:
         return [fail("horovod", f"{info['version']}, but horovod.torch fails: {info['torch_error']} "
                                 "(built for another torch, or without PyTorch)", build)]
     return [ok("horovod", f"{info['version']}, built with PyTorch (horovod.torch imports)"),
-            _horovod_ops_row(info, profile)]
+            _horovod_ops_row(info, profile, needs)]
 
 
-def _horovod_ops_row(info: dict, profile) -> Check:
+def _horovod_ops_row(info: dict, profile, needs: Needs) -> Check:
     have = {"MPI": info.get("mpi"), "Gloo": info.get("gloo"), "NCCL": bool(info.get("nccl"))}
     built = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in have.items())
-    need = "MPI" if profile.mpi in MPI_FLAVOURS else "Gloo"
+    if needs.error:
+        return warn("horovod ops", f"{built}: not checked: the profile has no launch line",
+                    "see the launcher row")
+    need = "MPI" if "mpi" in needs.names else "Gloo"
     wants = f"mpi {profile.mpi} needs {need}; " + (f"gpu_type {profile.gpu_type} wants NCCL"
-                                                   if _needs_gpu(profile) else "gpu_type cpu needs no NCCL")
+                                                   if "nccl" in needs.names else "gpu_type cpu needs no NCCL")
     if not have[need]:
         how = ("with the cluster's MPI loaded (mpicc on PATH; HOROVOD_WITH_MPI=1)" if need == "MPI"
                else "with Gloo (HOROVOD_WITH_GLOO=1; needs cmake)")
         return fail("horovod ops", f"{built}: {wants}",
                     f"rebuild Horovod {how}: .ci/build-horovod.sh VENV WHEEL_DIR")
-    if _needs_gpu(profile) and not have["NCCL"]:
+    if "nccl" in needs.names and not have["NCCL"]:
         return warn("horovod ops", f"{built}: {wants}; without NCCL, GPU gradients are copied to host "
                                    f"memory and allreduced by {need} (much slower)",
                     "rebuild Horovod where CUDA and NCCL are present (.ci/build-horovod.sh then "
@@ -193,13 +197,16 @@ def _horovod_ops_row(info: dict, profile) -> Check:
     return ok("horovod ops", f"{built}: {wants}")
 
 
-def _ddp_rows(info: dict, profile) -> list[Check]:
+def _ddp_rows(info: dict, profile, needs: Needs) -> list[Check]:
     dist = info.get("dist") or {}
     if "error" in info or "error" in dist or not dist.get("available"):
         return [fail("torch.distributed", f"not available: {dist.get('error') or info.get('error') or 'no'}",
                      "install a torch build with distributed support")]
     built = ", ".join(f"{b} {'yes' if dist.get(b) else 'no'}" for b in ("gloo", "nccl", "mpi"))
-    backend = "nccl" if _needs_gpu(profile) else "gloo"
+    if needs.error:
+        return [warn("torch.distributed", f"{built}: not checked: the profile has no launch line",
+                     "see the launcher row")]
+    backend = "nccl" if "nccl" in needs.names else "gloo"
     if not dist.get(backend):
         return [fail("torch.distributed", f"{built}: the trainer's ddp engine uses {backend} on gpu_type "
                                           f"{profile.gpu_type}", f"install a torch build with {backend}")]

@@ -1,4 +1,4 @@
-"""The launcher rows: read off the launch line, found where the job runs."""
+"""The launcher rows: doctor checks what the launch line needs (``launch_needs``), nothing else."""
 from __future__ import annotations
 
 import shutil
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from larsctl.config.profiles import read_profile
-from larsctl.doctor.launcher import Launchers, check_launchers, default_layout, flavour_of, launchers_for
+from larsctl.doctor.launcher import Needs, check_launchers, default_layout, flavour_of, needs_for
 from larsctl.doctor.report import FAIL, OK
 from larsctl.doctor.runner import ProbeResult, ProbeRun
 from larsctl.schedulers.slurm import SlurmScheduler
@@ -21,23 +21,56 @@ PROFILES = REPO / "tests" / "schedulers" / "profiles"
     ("slurm-v100-openmpi", ("mpirun",), ()),
     ("pbs-a100-mpich", ("mpiexec",), ()),
     ("slurm-a100-pmix-apptainer", ("srun", "apptainer"), ()),
-    ("pbs-v100-gloo", (), ("horovod.runner.launch",)),
+    ("pbs-v100-gloo", ("ssh",), ("horovod.runner.launch",)),  # horovodrun across nodes: over ssh
     ("slurm-h100-ddp", ("srun",), ("torch.distributed.run",)),
 ])
-def test_launchers_are_read_off_the_launch_line(name, executables, modules):
+def test_what_is_looked_up_follows_the_launch_line(name, executables, modules):
     profile = read_profile(PROFILES / f"{name}.yaml")
-    launchers = launchers_for(profile, default_layout(profile), Path("/scratch/job"))
-    assert (launchers.executables, launchers.modules) == (executables, modules)
-    # A launcher that is a Python module runs under the profile's own python.
-    first = executables[0] if executables else f"{profile.python} -m {modules[0]}"
-    assert launchers.line.startswith(first), launchers.line
+    needs = needs_for(profile, default_layout(profile))
+    assert (needs.executables, needs.modules) == (executables, modules)
 
 
-def test_srun_pmix_on_pbs_has_no_launch_line(make_profile, tmp_path):
+def test_srun_pmix_on_pbs_has_no_launch_line(make_profile):
     profile = make_profile(name="pbspmix", scheduler="pbs", mpi="srun-pmix")
-    launchers = launchers_for(profile, default_layout(profile), tmp_path)
-    (row,) = check_launchers(profile, launchers, ProbeResult())
+    needs = needs_for(profile, default_layout(profile))
+    (row,) = check_launchers(profile, needs, ProbeResult())
     assert row.status == FAIL and "srun-pmix needs scheduler slurm" in row.found
+
+
+@pytest.mark.skipif(shutil.which("srun") is None, reason="srun (Slurm's client) is not installed")
+def test_plain_srun_flavour_needs_horovod_with_mpi_and_srun_starts_every_rank(doctor, tmp_path):
+    """slurm-p100 (Cray MPICH under plain srun), made runnable here: the venv, no modules."""
+    cluster = doctor.write_profile("p100here", base="slurm-p100", modules=[], venv=str(doctor.REPO / ".venv"),
+                                   workdir=str(tmp_path / "runs"))
+    report, _ = doctor.json("--cluster", cluster)
+    rows = doctor.rows(report)
+    srun = rows["launcher srun"]
+    assert srun["status"] == "ok", srun
+    assert "torchrun" not in srun["found"]  # engine horovod: srun starts the ranks themselves
+    assert "starts every rank" in srun["found"] and "MpiDefault" in srun["found"]
+    ops = rows["horovod ops"]
+    assert "mpi srun needs MPI" in ops["found"], ops  # Cray MPICH: Horovod must be built with MPI
+    assert "needs Gloo" not in ops["found"]
+    assert "launcher horovodrun" not in rows and "launcher ssh" not in rows
+
+
+def test_horovodrun_across_nodes_needs_ssh_where_the_job_runs(make_profile, doctor, monkeypatch):
+    """The real probe shell, with this PATH and with one that really lacks ssh."""
+    profile = make_profile(name="gloo2", scheduler="slurm", nodes=2, mpi="gloo")
+    needs = needs_for(profile, default_layout(profile))
+    assert needs.executables == ("ssh",) and needs.modules == ("horovod.runner.launch",)
+
+    def ssh_row():
+        probe = ProbeRun(profile, {"sections": []}, needs.executables).result()
+        return {r.name: r for r in check_launchers(profile, needs, probe)}["launcher ssh"]
+
+    if shutil.which("ssh"):
+        row = ssh_row()
+        assert row.status == OK and row.found.startswith(shutil.which("ssh") + ": horovodrun starts")
+    monkeypatch.setenv("PATH", doctor.path_without("ssh"))
+    row = ssh_row()
+    assert row.status == FAIL and row.found == "ssh not on PATH; horovodrun starts the other nodes' ranks over it"
+    assert "openssh-client" in row.fix
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="Open MPI not installed")
@@ -49,7 +82,7 @@ def test_open_mpi_is_recognised_from_its_real_version_output():
     out = subprocess.run(["mpiexec", "--version"], capture_output=True, text=True, timeout=30).stdout
     probe = ProbeResult(tools={"mpiexec": {"path": shutil.which("mpiexec"), "version": out}})
     profile = read_profile(PROFILES / "pbs-a100-mpich.yaml")
-    (row,) = check_launchers(profile, Launchers(("mpiexec",)), probe)
+    (row,) = check_launchers(profile, Needs(frozenset({"mpiexec", "mpi", "nccl"})), probe)
     assert row.status == FAIL and "Open MPI, but mpi mpich launches with MPICH (Hydra)" in row.found
 
 
@@ -65,13 +98,13 @@ def test_hydra_flavours(text, flavour):
 
 
 @pytest.mark.slurm
-def test_srun_pmix_launcher_on_the_test_slurm(make_profile, slurm_cluster, tmp_path):
+def test_srun_pmix_launcher_on_the_test_slurm(make_profile, slurm_cluster):
     profile = make_profile(name="pmix", scheduler="slurm", mpi="srun-pmix", partition="nope")
-    launchers = launchers_for(profile, default_layout(profile), tmp_path)
-    assert launchers.executables == ("srun",)
+    needs = needs_for(profile, default_layout(profile))
+    assert needs.executables == ("srun",) and "pmix" in needs.names
     # The real probe shell (no Python sections: fast), which runs `srun --mpi=list`.
-    probe = ProbeRun(profile, {"sections": []}, launchers.executables, srun_list=True).result()
-    (row,) = check_launchers(profile, launchers, probe)
+    probe = ProbeRun(profile, {"sections": []}, needs.executables, srun_list=True).result()
+    (row,) = check_launchers(profile, needs, probe)
     has_pmix = any(Path("/usr/lib").glob("*/slurm-wlm/mpi_pmix*.so"))
     assert row.status == (OK if has_pmix else FAIL), row
     assert "pmix" in row.found

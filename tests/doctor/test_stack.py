@@ -1,25 +1,26 @@
-"""The stack rows: one real probe of this environment, read against other profiles."""
+"""The stack rows: one real probe of this environment, read against other profiles' needs."""
 from __future__ import annotations
 
-from larsctl.doctor.launcher import check_launchers, default_layout, launchers_for
+from larsctl.doctor.launcher import Needs, check_launchers, default_layout, needs_for
 from larsctl.doctor.report import FAIL, OK, WARN, ok
 from larsctl.doctor.runner import ProbeResult
 from larsctl.doctor.stack import _dali_rows, check_python_side
 
 
 def rows_of(profile, probe) -> dict:
-    return {r.name: r for r in check_python_side(profile, probe, None, False)}
+    needs = needs_for(profile, default_layout(profile))
+    return {r.name: r for r in check_python_side(profile, probe, needs, None, False)}
 
 
-def test_engine_ddp_needs_no_horovod(make_profile, local_probe, tmp_path):
+def test_engine_ddp_needs_no_horovod(make_profile, local_probe):
     profile = make_profile(name="localddp", engine="ddp")
     rows = rows_of(profile, local_probe)
     assert rows["horovod"] == ok("horovod", "not needed: engine ddp uses torch.distributed (torchrun)")
     assert "horovod ops" not in rows
     assert rows["torch.distributed"].status == OK and "the ddp engine uses gloo" in rows["torch.distributed"].found
-    launchers = launchers_for(profile, default_layout(profile), tmp_path)
-    assert launchers.modules == ("torch.distributed.run",) and launchers.executables == ()
-    (row,) = check_launchers(profile, launchers, local_probe)
+    needs = needs_for(profile, default_layout(profile))
+    assert needs.modules == ("torch.distributed.run",) and needs.executables == ()
+    (row,) = check_launchers(profile, needs, local_probe)
     assert row.status == OK and row.name == "launcher torchrun"
 
 
@@ -42,6 +43,12 @@ def test_gpu_profile_rows_follow_what_this_machine_has(make_profile, local_probe
         assert "HOROVOD_GPU_OPERATIONS=NCCL" in rows["horovod ops"].fix
 
 
+def test_no_launch_line_leaves_the_engine_unchecked(make_profile, local_probe):
+    profile = make_profile(name="pbssrun", scheduler="pbs", mpi="srun")
+    rows = rows_of(profile, local_probe)
+    assert rows["horovod ops"].status == WARN and "the profile has no launch line" in rows["horovod ops"].found
+
+
 def test_a_section_the_probe_could_not_collect_is_one_warning(make_profile, local_probe):
     """What the probe sends when its own code fails in a section (see test_probe.py)."""
     data = dict(local_probe.data, torchvision={"could_not_collect": "AttributeError: x"})
@@ -60,3 +67,7 @@ def test_dali_row_depends_on_the_recipe(make_profile, local_probe):
         assert needed.status == unused.status == OK and "data: dali" in needed.found
     else:  # not installed: fatal only when the recipe reads TFRecords
         assert needed.status == FAIL and unused.status == OK
+
+
+def test_needs_without_a_launch_line_look_up_nothing():
+    assert Needs(error="no line").executables == () and Needs(error="no line").modules == ()
