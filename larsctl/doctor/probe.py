@@ -193,18 +193,19 @@ def probe_tfrecords(data):
     """The layout trainer.data.dali.find_split reads, without its side effect of writing
     missing index files (the trainer makes them; doctor only looks)."""
     from trainer.data.errors import DataError
-    from trainer.data.tfrecord import count_indexed, record_files
+    from trainer.data.tfrecord import INDEX_DIR, SPLITS, count_indexed, record_files
     root = data.get("data_dir")
     if not root or not os.path.isdir(root):
-        return {"error": "%s: data_dir not found (expected train/, validation/ and idx_files/)" % root}
+        layout = (SPLITS[0], SPLITS[1], INDEX_DIR)
+        return {"error": "%s: data_dir not found (expected %s/, %s/ and %s/)" % ((root,) + layout)}
     result = {}
-    for split in ("train", "validation"):
+    for split in SPLITS:
         try:
             records = record_files(pathlib.Path(root, split))
         except DataError as exc:
             result[split] = {"error": str(exc)}
             continue
-        result[split] = _index_state(records, os.path.join(root, "idx_files", split), count_indexed)
+        result[split] = _index_state(records, os.path.join(root, INDEX_DIR, split), count_indexed)
     return result
 
 

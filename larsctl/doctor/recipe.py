@@ -3,7 +3,8 @@ and its data directories have the layout the trainer reads.
 
 The data directories are read where the job reads them, by a second probe
 (:mod:`larsctl.doctor.probe`, ``data`` request) that uses the trainer's own
-functions; this module asks for it and turns its answer into rows.
+functions; this module asks for it and turns its answer into rows.  The TFRecord
+layout's names come from ``trainer/data/tfrecord.py``, where they are defined.
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from larsctl.doctor.report import Check, fail, ok, warn
 from larsctl.doctor.runner import ProbeResult
 from larsctl.planning.spec import resolve_job
 from trainer.config import data_kind as trainer_data_kind, resolve as resolve_trainer
+from trainer.data.tfrecord import INDEX_DIR, SPLITS
 from trainer.errors import BadInput
 
 DATA_KEYS = ("train_dir", "val_dir", "data_dir")
-TFRECORD_LAYOUT = ("expected the TFRecord layout: data_dir/train/*, data_dir/validation/*, "
-                   "data_dir/idx_files/{train,validation}/*")
+TFRECORD_LAYOUT = (f"expected the TFRecord layout: data_dir/{SPLITS[0]}/*, data_dir/{SPLITS[1]}/*, "
+                   f"data_dir/{INDEX_DIR}/{{{','.join(SPLITS)}}}/*")
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def check_data(request: dict | None, probe: ProbeResult | None) -> list[Check]:
         return [fail("data", result["error"], TFRECORD_LAYOUT)]
     if request["kind"] == "imagefolder":
         return _imagefolder_rows(result)
-    return [_tfrecord_row(request["data_dir"], split, result.get(split, {})) for split in ("train", "validation")]
+    return [_tfrecord_row(request["data_dir"], split, result.get(split, {})) for split in SPLITS]
 
 
 def _imagefolder_rows(result: dict) -> list[Check]:
