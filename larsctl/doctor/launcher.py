@@ -136,11 +136,12 @@ def _mpi_flavour_row(profile, row: str, name: str, path: str, version: str) -> C
     if flavour in HYDRA_ALIKE.get(mpi, ()):
         return warn(row, f"{shown}: {FLAVOUR_NAMES[flavour]}, not {wanted} (mpi {mpi}); Hydra's "
                          "options are the same, but Horovod must be built against this MPI",
-                    f"load {wanted} (`module load ...`) or set mpi: {flavour} in the profile")
+                    f"load {wanted} (`module load ...`), or "
+                    + in_profile(profile, f"set mpi: {flavour} in {{file}}"))
     return fail(row, f"{shown}: {FLAVOUR_NAMES[flavour]}, but mpi {mpi} launches with {wanted}'s "
                      f"{name} (its options differ)",
-                f"put {wanted}'s {name} first on PATH (`module load ...`), or set mpi: {flavour} "
-                "in the profile")
+                f"put {wanted}'s {name} first on PATH (`module load ...`), or "
+                + in_profile(profile, f"set mpi: {flavour} in {{file}}"))
 
 
 def _srun_row(row: str, path: str, tool: dict, needs: Needs) -> Check:

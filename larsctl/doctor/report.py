@@ -8,6 +8,7 @@ came from and how to change one of its settings.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -100,9 +101,27 @@ def profile_file(profile) -> str:
     return str(profile.source) if profile.source else f"the {profile.name} profile"
 
 
+def _shipped(profile) -> bool:
+    from larsctl.config.profiles import shipped_dir
+
+    return profile.source is not None and Path(profile.source).resolve().parent == shipped_dir()
+
+
 def in_profile(profile, change: str) -> str:
-    """The fix ``change``, a sentence with ``{file}`` where the profile file goes, for this profile."""
-    return change.replace("{file}", profile_file(profile))
+    """The fix ``change``, a sentence with ``{file}`` where the profile file goes, for this profile.
+
+    Shipped profiles are examples that an update of larsctl overwrites: the change goes in
+    a profile of the user's own, in the user profile directory, copied from the shipped one
+    under a new name.
+    """
+    if not _shipped(profile):
+        return change.replace("{file}", profile_file(profile))
+    from larsctl.config.profiles import user_dir
+
+    name = f"my-{profile.name}"
+    copy = user_dir() / f"{name}.yaml"
+    return (change.replace("{file}", str(copy)) + f" (a profile of your own; the shipped one is an example: "
+            f"cp {profile.source} {copy}, set name: {name} in it, then use --cluster {name})")
 
 
 def first_line(text: str) -> str:
