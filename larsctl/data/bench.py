@@ -9,7 +9,11 @@ this node's.
 With a cluster and a recipe, the planner says what a step needs: the plan's
 images_per_second (effective batch / step time) spread over its GPUs. A loader
 runs once per GPU (per rank) on a node with gpus_per_node ranks sharing cpus_per_node
-CPUs; per-worker rates are taken as scaling linearly with workers while CPUs last.
+CPUs. The advice follows the measured figures: each measured count of workers is judged
+by its own figure (scaled down where its workers exceed a GPU's share of the node's
+CPUs), the verdict names the fastest configuration measured (DALI when DALI was), and
+only a count beyond those measured is estimated, from the per-worker rate of the most
+workers measured (rates grow less than linearly), and said to be unmeasured.
 """
 from __future__ import annotations
 
@@ -165,58 +169,131 @@ def plan_need(cluster: str, recipe: Path) -> Need:
                 int(trainer.get("image_size", trainer_default("image_size"))))
 
 
+def feed(m: Measurement, need: Need) -> float:
+    """Images/s one rank's loader gives on the plan's node: as measured here, scaled down where
+    its workers exceed a GPU's share of the node's CPUs (GPU decoding as measured)."""
+    if m.loader == "dali mixed":
+        return m.images_per_second
+    share = need.cpus_per_node / need.gpus_per_node
+    return m.images_per_second * min(1.0, share / max(1, m.workers))
+
+
+def option(m: Measurement) -> str:
+    """The trainer options that run a measured configuration."""
+    if m.loader == "imagefolder":
+        return f"--data imagefolder with --set workers={m.workers}"
+    how = "GPU decoding" if m.loader == "dali mixed" else "measured decoding on the CPU"
+    return f"--data dali with --set workers={m.workers} ({how})"
+
+
+def _unit(loader: str) -> str:
+    return "worker" if loader == "imagefolder" else "thread"  # DataLoader workers, DALI threads
+
+
+def _count(n: int, loader: str) -> str:
+    return f"{n} {_unit(loader)}{'' if n == 1 else 's'}"
+
+
+def _fastest(rated: list[Measurement], rate) -> Measurement:
+    return max(rated, key=lambda m: (rate(m), -m.workers))  # a tie: the fewer workers
+
+
 def verdict(measurements: list[Measurement], need: Need) -> list[str]:
-    """Plain sentences: per loader, does it keep up, and with how many workers; then the verdict."""
+    """Plain sentences from the measured figures: per loader, does it keep up, and with how
+    many workers; then the verdict, which names the fastest configuration measured."""
     lines = [f"plan: {need.nodes} node(s) x {need.gpus_per_node} GPUs, step {need.step_seconds * 1e3:.0f} ms, "
              f"{need.images_per_second:,.0f} images/s in all = {need.per_node:,.0f} per node, "
              f"{need.per_gpu:,.0f} per GPU; the recipe loads with --data {need.data}, workers={need.workers}"]
-    g, cpus = need.gpus_per_node, need.cpus_per_node
-    ok_as_configured, fixes = False, []
+    rated = [m for m in measurements if m.images_per_second]
+    guesses = []
     for loader in ("imagefolder", "dali cpu"):
-        rated = [m for m in measurements if m.loader == loader and m.images_per_second]
-        if not rated:
-            continue
-        per_worker = max(m.per_worker for m in [m for m in rated if m.workers >= 1] or rated)
-        unit = "workers" if loader == "imagefolder" else "threads"
-        exact = next((m for m in rated if m.workers == need.workers), None)
-        # One loader per GPU; together they have the node's CPUs, no more.
-        one = exact.images_per_second if exact else max(1, need.workers) * per_worker
-        configured = min(one, cpus * per_worker / g)
-        needed = math.ceil(need.per_gpu / per_worker)
-        head = f"{loader}: {per_worker:,.0f} images/s per {unit[:-1]} here"
-        mine = (loader == "imagefolder") == (need.data == "imagefolder")
-        if configured >= need.per_gpu:
-            lines.append(f"{head}: keeps up with {need.workers} {unit} per GPU "
-                         f"({configured:,.0f} >= {need.per_gpu:,.0f} images/s)")
-            ok_as_configured |= mine
-        elif needed * g <= cpus:
-            lines.append(f"{head}: {need.workers} {unit} per GPU would starve the GPUs ({configured:,.0f} < "
-                         f"{need.per_gpu:,.0f} images/s, {configured / need.per_gpu:.0%} busy); {needed} per GPU "
-                         f"keep up ({needed * g} of a node's {cpus} CPUs)")
-            fixes.append(f"--data {loader.split()[0]} with --set workers={needed}")
-        else:
-            lines.append(f"{head}: would starve the GPUs even with all {cpus} CPUs of a node "
-                         f"({cpus * per_worker:,.0f} < {need.per_node:,.0f} images/s per node)")
-    mixed = [m for m in measurements if m.loader == "dali mixed" and m.images_per_second]
+        mine = [m for m in rated if m.loader == loader]
+        if mine:
+            line, guess = _cpu_loader(loader, mine, need)
+            lines.append(line)
+            guesses += [guess] if guess else []  # not measured
+    mixed = [m for m in rated if m.loader == "dali mixed"]
     if mixed:
         rate = max(m.images_per_second for m in mixed)
-        keeps = rate >= need.per_gpu
         lines.append(f"dali mixed: {rate:,.0f} images/s per GPU here: "
-                     f"{'keeps up' if keeps else 'would starve the GPUs'} ({need.per_gpu:,.0f} needed)")
-        if keeps:
-            fixes.append("--data dali (mixed GPU decoding, the default on GPU nodes)")
-        ok_as_configured |= keeps and need.data == "dali"
-    if ok_as_configured:
-        lines.append(f"verdict: the input pipeline keeps up: --data {need.data} with workers={need.workers} feeds "
-                     f"{need.per_gpu:,.0f} images/s per GPU")
-    elif fixes:
-        lines.append(f"verdict: as configured the input pipeline would starve the GPUs; use {' or '.join(fixes)}")
-    else:
-        lines.append("verdict: the input pipeline would starve the GPUs with every loader measured here; "
-                     "decode on the GPU (--data dali on a GPU node) or use more CPUs per GPU")
+                     f"{'keeps up' if rate >= need.per_gpu else 'would starve the GPUs'} ({need.per_gpu:,.0f} needed)")
+    lines.append(_verdict(rated, need, guesses, bool(mixed)))
     return lines
+
+
+def _cpu_loader(loader: str, rated: list[Measurement], need: Need) -> tuple[str, Measurement | None]:
+    """A loader decoding on the CPU: its line, and the options it would keep up with beyond
+    the counts measured (a guess: the per-worker rate of the most workers measured)."""
+    per_gpu = need.per_gpu
+    configured = need.workers if loader == "imagefolder" else max(1, need.workers)
+    exact = next((m for m in rated if m.workers == configured), None)
+    if exact is not None and feed(exact, need) >= per_gpu:
+        return f"{loader}: keeps up with {_count(configured, loader)} per GPU ({feed(exact, need):,.0f} >= " \
+               f"{per_gpu:,.0f} images/s)", None
+    shown = exact or _fastest(rated, lambda m: feed(m, need))
+    share = need.cpus_per_node / need.gpus_per_node
+    capped = f", {share:g} CPUs per GPU" if shown.workers > share else ""
+    which = "" if exact else ", the fastest measured,"
+    line = (f"{loader}: {_count(shown.workers, loader)} per GPU{which} would starve the GPUs ({feed(shown, need):,.0f} "
+            f"< {per_gpu:,.0f} images/s, {feed(shown, need) / per_gpu:.0%} busy{capped})")
+    enough = [m for m in rated if feed(m, need) >= per_gpu]
+    if enough:
+        least = min(enough, key=lambda m: m.workers)
+        return f"{line}; {least.workers} per GPU keep up as measured ({feed(least, need):,.0f} images/s)", None
+    most = max(rated, key=lambda m: m.workers)
+    needed = math.ceil(per_gpu / most.per_worker)
+    at = f"at the {most.per_worker:,.0f} images/s per {_unit(loader)} measured with {most.workers}"
+    if needed * need.gpus_per_node > need.cpus_per_node:
+        return (f"{line}; not even all {need.cpus_per_node} CPUs of a node would do {at} "
+                f"({need.cpus_per_node * most.per_worker:,.0f} < {need.per_node:,.0f} images/s per node)"), None
+    return (f"{line}; {needed} per GPU should keep up {at} ({needed * need.gpus_per_node} of a node's "
+            f"{need.cpus_per_node} CPUs; not measured)"), Measurement(loader, needed, None)
+
+
+def _configured(rated: list[Measurement], need: Need) -> Measurement | None:
+    """The measurement of what the recipe runs: --data dali decodes on the GPU where one is
+    (DALI on the CPU stands in for it where this node has none)."""
+    if need.data == "imagefolder":
+        return next((m for m in rated if m.loader == "imagefolder" and m.workers == need.workers), None)
+    mixed = [m for m in rated if m.loader == "dali mixed"]
+    return max(mixed, key=lambda m: m.images_per_second) if mixed else \
+        next((m for m in rated if m.loader == "dali cpu" and m.workers == max(1, need.workers)), None)
+
+
+def _verdict(rated: list[Measurement], need: Need, guesses: list[Measurement], gpu_measured: bool) -> str:
+    if not rated:
+        return "verdict: nothing was measured"
+    fastest, mine = _fastest(rated, lambda m: feed(m, need)), _configured(rated, need)
+    best, per_gpu = feed(fastest, need), need.per_gpu
+    if mine is not None and feed(mine, need) >= per_gpu:
+        faster = "" if feed(mine, need) >= best else f"; fastest here: {option(fastest)}, {best:,.0f} images/s per GPU"
+        return (f"verdict: the input pipeline keeps up: --data {need.data} with workers={need.workers} feeds "
+                f"{feed(mine, need):,.0f} >= {per_gpu:,.0f} images/s per GPU{faster}")
+    if best >= per_gpu:
+        return (f"verdict: as configured the input pipeline would starve the GPUs; use {option(fastest)}, the fastest "
+                f"measured here ({best:,.0f} >= {per_gpu:,.0f} images/s per GPU)")
+    short = f"(the fastest, {option(fastest)}, feeds {best:,.0f} < {per_gpu:,.0f} images/s per GPU)"
+    if guesses:
+        counts = ",".join(str(n) for n in sorted({g.workers for g in guesses}))
+        return (f"verdict: every configuration measured here would starve the GPUs {short}; "
+                f"{' or '.join(option(g) for g in guesses)} should keep up: measure it with --workers {counts}")
+    more = "use more CPUs per GPU"
+    if not gpu_measured:
+        more = f"decode on the GPU (--data dali on a GPU node) or {more}"
+    return f"verdict: the input pipeline would starve the GPUs with every loader measured here {short}; {more}"
+
+
+def fastest_line(measurements: list[Measurement]) -> str:
+    """The fastest configuration measured on this node (no plan: as measured)."""
+    rated = [m for m in measurements if m.images_per_second]
+    if not rated:
+        return "fastest here: nothing was measured"
+    m = _fastest(rated, lambda m: m.images_per_second)
+    return (f"fastest here: {m.loader} with {_count(m.workers, m.loader)}, {m.images_per_second:,.1f} images/s: "
+            f"{option(m)}")
 
 
 def describe(measurements: list[Measurement], image_size: int, batch_size: int, batches: int) -> list[str]:
     return [f"input pipeline on {machine()}: {image_size} px, batch {batch_size}, "
-            f"{batches} batches timed after the loader's start-up and prefetch", *table(measurements)]
+            f"{batches} batches timed after the loader's start-up and prefetch", *table(measurements),
+            fastest_line(measurements)]
