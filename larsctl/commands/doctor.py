@@ -14,8 +14,11 @@ import click
               help="Also check that this recipe plans here and that its data directories look right.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON object (checks with status/name/found/fix, and the result).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+              metavar="SECONDS", help="How long the probe of the job's Python may take (a large "
+                                      "ImageFolder on a parallel file system takes longest).")
 @click.pass_context
-def doctor(ctx: click.Context, cluster: str, recipe: Path | None, as_json: bool) -> None:
+def doctor(ctx: click.Context, cluster: str, recipe: Path | None, as_json: bool, timeout: float) -> None:
     """Check that this machine has what a job on CLUSTER needs.
 
     One row per check (ok, warn or FAIL) with what was found and, when something
@@ -26,7 +29,8 @@ def doctor(ctx: click.Context, cluster: str, recipe: Path | None, as_json: bool)
     horovodrun or torchrun, the container runtime, ssh) and the MPI flavour; the
     scheduler's commands and whether the scheduler answers; the workdir.  With
     --recipe also the plan, the trainer options and the data directories.  Exit 0
-    when nothing fails (warnings allowed), 1 when a check fails, 2 on bad input.
+    when nothing fails (warnings allowed), 1 when a check fails, 2 on bad input;
+    Ctrl-C stops the probe at once (exit 130).
 
     \b
     Example:
@@ -36,7 +40,11 @@ def doctor(ctx: click.Context, cluster: str, recipe: Path | None, as_json: bool)
     """
     from larsctl.doctor import render, run_doctor
 
-    report = run_doctor(cluster, recipe)
+    try:
+        report = run_doctor(cluster, recipe, timeout=timeout)
+    except KeyboardInterrupt:  # run_doctor has killed the probes
+        click.echo("larsctl doctor: interrupted; the probe was stopped", err=True)
+        ctx.exit(130)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

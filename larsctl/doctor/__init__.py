@@ -21,6 +21,7 @@ recipe       the plan, the trainer options and the data directories
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from larsctl.doctor.report import FAIL, OK, WARN, Check, Report, render
@@ -28,11 +29,12 @@ from larsctl.doctor.report import FAIL, OK, WARN, Check, Report, render
 __all__ = ["FAIL", "OK", "WARN", "Check", "Report", "render", "run_doctor"]
 
 
-def run_doctor(cluster: str, recipe: str | Path | None = None) -> Report:
+def run_doctor(cluster: str, recipe: str | Path | None = None, timeout: float | None = None) -> Report:
     """All checks for ``cluster`` (and ``recipe``) on this machine.
 
-    Raises ProfileError / RecipeError (UserError, exit 2) for bad input; every
-    other problem is a FAIL row.
+    The probes get ``timeout`` seconds (default ``runner.PROBE_TIMEOUT_S``).  Raises
+    ProfileError / RecipeError (UserError, exit 2) for bad input; every other
+    problem is a FAIL row.  However it ends (Ctrl-C included), no probe is left running.
     """
     # Imported here: the package itself imports no check module, so that
     # `python -m larsctl.doctor.probe` runs the probe alone.
@@ -41,12 +43,12 @@ def run_doctor(cluster: str, recipe: str | Path | None = None) -> Report:
     from larsctl.doctor.environment import check_container, check_modules, check_profile, check_venv
     from larsctl.doctor.launcher import check_launchers, default_layout, needs_for
     from larsctl.doctor.recipe import RecipeResult, check_data, check_recipe
-    from larsctl.doctor.runner import ProbeRun
+    from larsctl.doctor.runner import PROBE_TIMEOUT_S, ProbeRun
     from larsctl.doctor.scheduler import check_scheduler
     from larsctl.doctor.stack import check_python_side
     from larsctl.doctor.workdir import check_workdir
 
-    started = time.monotonic()
+    started, timeout = time.monotonic(), PROBE_TIMEOUT_S if timeout is None else timeout
     profile = load_profile(cluster)
     recipe_obj = recipe_path = None
     if recipe is not None:
@@ -58,16 +60,17 @@ def run_doctor(cluster: str, recipe: str | Path | None = None) -> Report:
     needs = needs_for(profile, plan)
     stack_request = {"sections": ["stack"] + (["horovod"] if profile.engine == "horovod" else []),
                      "modules": list(needs.modules)}
-    probe_run = ProbeRun(profile, stack_request, needs.executables, srun_list="pmix" in needs.names)
-    # The data scan imports torchvision (seconds): a second probe, in parallel.
-    data_request = {"sections": [], "data": recipe_result.data_request}
-    data_run = ProbeRun(profile, data_request) if recipe_result.data_request else None
-    try:
+    with ExitStack() as running:
+        probe_run = running.enter_context(ProbeRun(profile, stack_request, needs.executables,
+                                                   srun_list="pmix" in needs.names, timeout=timeout))
+        # The data scan imports torchvision (seconds): a second probe, in parallel.
+        data_request = {"sections": [], "data": recipe_result.data_request}
+        data_run = (running.enter_context(ProbeRun(profile, data_request, timeout=timeout))
+                    if recipe_result.data_request else None)
         # While the probes import torch: the checks that run from larsctl's own environment.
         scheduler_rows = check_scheduler(profile)
         workdir_row = check_workdir(profile, plan.nodes if spec is not None else profile.nodes)
         venv_rows = check_venv(profile)
-    finally:
         probe = probe_run.result()
         data_probe = data_run.result() if data_run else None
 

@@ -10,7 +10,8 @@ executables and asks them ``--version``.  larsctl itself never imports torch or
 Horovod.
 
 A :class:`ProbeRun` starts at once, in a session of its own, and is collected later
-(the other checks run meanwhile).
+(the other checks run meanwhile); leaving its ``with`` block, however that happens
+(Ctrl-C included), kills its whole process group.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +47,7 @@ class ProbeResult:
     modules_failed: list = field(default_factory=list)
     modules_log: str = ""
     error: str = ""                              # why there is no JSON
+    timed_out: bool = False
     context: str = ""                            # "after module load ..., venv ..." (how it ran)
 
     def where(self) -> str:
@@ -103,53 +106,66 @@ def _read(path: Path) -> str:
 
 
 class ProbeRun:
-    """The probe process, started now and collected later (the other checks run meanwhile)."""
+    """The probe process: started now, collected by :meth:`result`, killed by :meth:`close`."""
 
-    def __init__(self, profile, request: dict, tools: tuple[str, ...] = (), srun_list: bool = False):
-        self.profile, self.tools = profile, tools
+    def __init__(self, profile, request: dict, tools: tuple[str, ...] = (), srun_list: bool = False,
+                 timeout: float = PROBE_TIMEOUT_S):
+        self.profile, self.tools, self.timeout = profile, tools, timeout
         self.tmp = tempfile.TemporaryDirectory(prefix="larsctl-doctor-")
         env = dict(os.environ, LARSCTL_DOCTOR_OUT=self.tmp.name,
                    LARSCTL_DOCTOR_PATH=os.environ.get("PATH", os.defpath),
                    LARSCTL_DOCTOR_PROBE=probe_module.__file__, LARSCTL_DOCTOR_REQUEST=json.dumps(request))
         bash = shutil.which("bash") or "/bin/bash"
         argv = [bash, "-lc" if profile.modules else "-c", probe_script(profile, tools, srun_list)]
-        self.start_error = ""
+        self.start_error, self.started = "", time.monotonic()
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True, env=env, cwd=self.tmp.name,
-                                         start_new_session=True)  # its own process group, for _kill()
+                                         start_new_session=True)  # its own process group, for close()
         except OSError as exc:
             self.proc, self.start_error = None, f"cannot run {bash}: {exc.strerror or exc}"
 
-    def _kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: bash and the probe
-        except ProcessLookupError:
-            pass
+    def __enter__(self) -> "ProbeRun":
+        return self
 
-    def result(self, timeout: float = PROBE_TIMEOUT_S) -> ProbeResult:
-        """What it found; waits at most ``timeout`` seconds, then kills it."""
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill the probe if it still runs, and remove its files."""
+        self._kill()
+        self.tmp.cleanup()
+
+    def _kill(self) -> None:
+        """Kill its whole process group (bash, the probe, the tools) while it is not reaped (so
+        the group id cannot have been reused)."""
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+    def result(self) -> ProbeResult:
+        """What it found; waits until ``timeout`` seconds after the start, then kills it."""
         probe = ProbeResult(python_label=self.profile.python)
         stdout = stderr = ""
         if self.proc is None:
             probe.error = self.start_error
         else:
+            left = max(0.0, self.started + self.timeout - time.monotonic())
             try:
-                stdout, stderr = self.proc.communicate(timeout=timeout)
+                stdout, stderr = self.proc.communicate(timeout=left)
             except subprocess.TimeoutExpired:
                 self._kill()
                 stdout, stderr = self.proc.communicate()
-                probe.error = f"the probe did not finish in {timeout:.0f} s"
-            except BaseException:  # Ctrl-C: leave no probe behind
-                self._kill()
-                self.tmp.cleanup()
-                raise
+                probe.error, probe.timed_out = f"the probe did not finish in {self.timeout:g} s", True
         self._read_shell(probe)
         probe.data = _json_after_marker(stdout)
         probe.context = _context(self.profile, probe)
         if not probe.data and not probe.error:
             probe.error = self._why_no_json(stdout, stderr, probe)
-        self.tmp.cleanup()
+        self.close()
         return probe
 
     def _read_shell(self, probe: ProbeResult) -> None:

@@ -23,8 +23,9 @@ def check_python_side(profile, probe: ProbeResult, needs: Needs, data_kind: str 
     """Rows for python, trainer, torch, GPUs, torchvision, DALI and the engine from the probe."""
     d = probe.data
     if not d:
-        return [fail("python", probe.error or "the probe printed nothing",
-                     in_profile(profile, f"check python: ({profile.python}) and venv:/modules: in {{file}}"))]
+        fix = ("give it longer: larsctl doctor --timeout SECONDS" if probe.timed_out else
+               in_profile(profile, f"check python: ({profile.python}) and venv:/modules: in {{file}}"))
+        return [fail("python", probe.error or "the probe printed nothing", fix)]
     rows = _section("python", d["python"], _python_rows, profile, probe)
     rows += _section("trainer", d["trainer"], _trainer_rows, profile)
     rows += _section("torch", d["torch"], _torch_rows, profile)

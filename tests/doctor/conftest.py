@@ -36,12 +36,12 @@ class Doctor:
     def __init__(self, config_dir: Path, tmp_path: Path):
         self.config_dir, self.tmp_path = config_dir, tmp_path
 
-    def start(self, *args: str, path: str | None = None) -> subprocess.Popen:
+    def start(self, *args: str, path: str | None = None, **popen) -> subprocess.Popen:
         env = dict(os.environ)
         if path is not None:
             env["PATH"] = path
         return subprocess.Popen([*LARSCTL, "doctor", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd=REPO, env=env, stdin=subprocess.DEVNULL)
+                                text=True, cwd=REPO, env=env, stdin=subprocess.DEVNULL, **popen)
 
     @staticmethod
     def finish(proc: subprocess.Popen, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -7,8 +7,10 @@ import sys
 from click.testing import CliRunner
 
 from larsctl.cli import COMMANDS, cli
+from larsctl.commands.doctor import doctor
 from larsctl.doctor import Report, render
 from larsctl.doctor.report import fail, ok
+from larsctl.doctor.runner import PROBE_TIMEOUT_S
 
 
 def test_help_has_an_example_through_the_lazy_group():
@@ -16,6 +18,12 @@ def test_help_has_an_example_through_the_lazy_group():
     r = CliRunner().invoke(cli, ["doctor", "--help"])
     assert r.exit_code == 0, r.output
     assert "Example" in r.output and "larsctl doctor --cluster" in r.output
+    assert "--timeout SECONDS" in r.output
+
+
+def test_the_timeout_default_is_the_probes():
+    (option,) = [p for p in doctor.params if p.name == "timeout"]
+    assert option.default == PROBE_TIMEOUT_S
 
 
 def test_the_command_module_imports_nothing_heavy():
