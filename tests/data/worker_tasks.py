@@ -22,7 +22,7 @@ class Piece:
 def work(piece: Piece) -> str:
     """Sleep `seconds`; wait for the gate file instead ("released" or "timed out"); or, with
     fails, raise bad input once another piece has started (so one is surely running)."""
-    started = piece.folder / f".{piece.name}.pid"
+    started = piece.folder / f"{piece.name}.pid.tmp"
     started.write_text(str(os.getpid()))
     started.rename(piece.folder / f"{piece.name}.pid")  # whole: the piece may be terminated any time
     deadline = time.monotonic() + piece.seconds
