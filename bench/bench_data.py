@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import datetime
 import io
-import os
 import shutil
 import sys
 import tempfile

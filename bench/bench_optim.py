@@ -17,7 +17,6 @@ On a machine shared with other jobs, --threads 1 gives the steadiest figures.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from typing import Callable

@@ -11,7 +11,6 @@ one line naming the directory and what is missing.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -42,7 +42,6 @@ that does not reach the other nodes, or resolve the host name to a loopback addr
 """
 from __future__ import annotations
 
-import re
 import shlex
 import zlib
 from dataclasses import dataclass

@@ -1,13 +1,11 @@
 """bn/bias separation and the optimizer registry used by the trainer."""
 from __future__ import annotations
 
-import pytest
 import torch
 import torchvision
 from torch import nn
 
-from trainer.optim import (Lamb, Lars, bn_bias_param_groups, create_optimizer, create_optimizer_lamb,
-                           create_optimizer_lars)
+from trainer.optim import (Lamb, Lars, bn_bias_param_groups, create_optimizer, create_optimizer_lars)
 
 
 class Mixed(nn.Module):

@@ -49,7 +49,7 @@ def test_job_runs_to_completed_with_a_hostile_name(slurm_cluster, support, fake_
     info, seen = _wait(s, job_id, lambda i: i.state.is_terminal)
     assert info.state is JobState.COMPLETED, _log(d)
     assert JobState.RUNNING in seen and seen[0] in (JobState.PENDING, JobState.RUNNING)
-    assert slurm_cluster.job_field(job_id, "JobName") == f"a'b;"  # scontrol cuts at the space
+    assert slurm_cluster.job_field(job_id, "JobName") == "a'b;"  # scontrol cuts at the space
     assert not marker.exists()
     assert f"slurm-{job_id}.out" in {p.name for p in (d / "logs").iterdir()}
     assert "launcher exited with 0" in _log(d)
