@@ -18,10 +18,10 @@ def main(argv: list[str] | None = None, stop_flag: StopFlag | None = None) -> in
     try:
         from trainer.cli import parse_args
 
-        cfg, plan = parse_args(argv)
+        cfg, plan, faults = parse_args(argv)
         from trainer.run import Run
 
-        return Run(cfg, plan, source=_config_source(argv), stop_flag=stop_flag).execute()
+        return Run(cfg, plan, source=_config_source(argv), stop_flag=stop_flag, faults=faults).execute()
     except (BadInput, DataError) as exc:
         print(f"trainer: error: {exc}", file=sys.stderr, flush=True)
         return exitcodes.BAD_INPUT

@@ -8,6 +8,10 @@ written to a temporary name in the same directory, fsynced and renamed, and the
 directory is fsynced, so a crash never leaves a half-written file under the
 final name.
 
+Optional keys (absent in older checkpoints, read with ``state.get``): ``gns``, the gradient
+noise scale estimator's sums of every rank (trainer/gns.py), so that a resumed run goes on
+with the same moving averages.
+
 RNG: no generator state is stored.  The trainer reseeds torch/numpy/random from
 (seed, rank, global step) before every optimizer step and the data order and
 augmentation are pure functions of (seed, epoch, index), so (global step, step
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import os
 import re
@@ -47,6 +52,7 @@ def sha256_file(path: Path) -> str:
 class Loaded:
     path: Path
     state: dict[str, Any]
+    skipped: tuple[tuple[str, str], ...] = ()  # (newer checkpoint, why it was not used)
 
 
 class CheckpointStore:
@@ -65,9 +71,14 @@ class CheckpointStore:
         """Write atomically, then its sidecar, then delete the oldest beyond `keep`."""
         path = self.path_for(state["global_step"], state["epoch"])
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Serialised in memory first: torch.save into a file that fills up reports only
+        # "unexpected pos"; a plain write names the real error (no space, quota, I/O).
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        data = buffer.getbuffer()
         with atomic_writer(path) as f:
-            torch.save(state, f)
-        digest = sha256_file(path)
+            f.write(data)
+        digest = hashlib.sha256(data).hexdigest()
         meta = {"sha256": digest, "step": state["global_step"], "epoch": state["epoch"],
                 "model": state["model_name"]}
         atomic_write(Path(f"{path}.sha256"), (json.dumps(meta) + "\n").encode())
@@ -121,19 +132,22 @@ class CheckpointStore:
         return state
 
     def load_latest(self) -> Loaded | None:
-        """The newest checkpoint that verifies; damaged ones are reported on stderr and skipped.
+        """The newest checkpoint that verifies; damaged ones are reported on stderr and skipped
+        (``Loaded.skipped`` says which and why).
 
         A valid checkpoint of another model is bad input: the job directory belongs
         to a different run.
         """
+        skipped: list[tuple[str, str]] = []
         for path in self.candidates():
             try:
                 state = self.verify_and_load(path)
             except ValueError as exc:
                 print(f"trainer: checkpoint {path} {exc}; trying the previous one", file=sys.stderr, flush=True)
+                skipped.append((str(path), str(exc)))
                 continue
             if state["model_name"] != self.model_name:
                 raise BadInput(f"checkpoint {path} was written for model {state['model_name']}, "
                                f"this run trains {self.model_name} (use another --out-dir)")
-            return Loaded(path, state)
+            return Loaded(path, state, tuple(skipped))
         return None

@@ -13,6 +13,7 @@ import yaml
 
 from trainer.config import OPTIONS, TrainConfig, resolve
 from trainer.errors import BadInput
+from trainer.supervisor.causes import FaultSettings, SettingsError
 
 EPILOG = """\
 example (2 ranks on CPU, the builtin digits data set, effective batch 2 x 64 x 2 = 256):
@@ -20,8 +21,9 @@ example (2 ranks on CPU, the builtin digits data set, effective batch 2 x 64 x 2
       --batch-size 64 --batches-per-allreduce 2 --epochs 8 --base-lr 2 --warmup-epochs 2 \\
       --workers 0 --no-cuda --out-dir runs/demo
 
-exit codes: 0 done, 1 failure, 2 bad input (one line on stderr),
-75 stopped on SIGUSR2/SIGTERM after writing a checkpoint (requeue; a rerun resumes)."""
+exit codes: 0 done, 1 failure, 2 bad input (one line on stderr), 65 diverged (non-finite
+loss or weights; no checkpoint of them written), 75 stopped on SIGUSR2 after writing a
+checkpoint (requeue; a rerun resumes), 143 cancelled on SIGTERM after writing a checkpoint."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,8 +53,8 @@ def _metavar(opt) -> str:
     return {int: "N", float: "X"}.get(opt.type, opt.name.split("_")[-1].upper())
 
 
-def load_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return (trainer options, plan section or {}) of a job.yaml."""
+def load_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Return (trainer options, plan section or {}, faults section or {}) of a job.yaml."""
     p = Path(path)
     try:
         doc = yaml.safe_load(p.read_text())
@@ -70,12 +72,19 @@ def load_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if not isinstance(section, dict):
         raise BadInput(f"{path}: trainer: expected a mapping, got {type(section).__name__}")
     plan = doc.get("plan") if "trainer" in doc else None
-    return dict(section), dict(plan) if isinstance(plan, dict) else {}
+    faults = doc.get("faults") if "trainer" in doc else None
+    return (dict(section), dict(plan) if isinstance(plan, dict) else {},
+            dict(faults) if isinstance(faults, dict) else {})
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
-    """Return the resolved config and the job's plan section (for the batch-size check)."""
+def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, dict[str, Any], FaultSettings]:
+    """Return the resolved config, the job's plan section (for the batch-size check) and its
+    fault settings (bounds for the heartbeat and the engines' timeouts)."""
     ns = vars(build_parser().parse_args(argv))
     config_path = ns.pop("config", None)
-    from_file, plan = ({}, {}) if config_path is None else load_config_file(config_path)
-    return resolve(from_file, ns, source=config_path or "--config"), plan
+    from_file, plan, faults = ({}, {}, {}) if config_path is None else load_config_file(config_path)
+    try:
+        settings = FaultSettings.from_dict(faults, f"{config_path}: faults")
+    except SettingsError as exc:
+        raise BadInput(str(exc)) from None
+    return resolve(from_file, ns, source=config_path or "--config"), plan, settings

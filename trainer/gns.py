@@ -109,7 +109,12 @@ corrected), and from the EMAs at this step ``gns_grad_sq`` (|G|^2), ``gns_trace_
 (tr Sigma) and ``noise_scale`` (their ratio; null while EMA |G|^2 <= 0).  The window
 means are raw and linear, so a reader can recompute any other average:
 ``estimates(small, big, b_small, b_big, data_size)`` applied to gns_steps-weighted means.
-The EMA restarts when a run resumes (it is not checkpointed).
+Checkpoints carry every rank's six sums (``GradientNoiseScale.saved``, gathered by the
+trainer at checkpoint time, never on the step path), so a run resumed on the same shape
+writes the same values as one that never stopped.  Resumed on another shape (other ranks,
+k or micro-batch size), the averages are carried over through what they estimate:
+(|G|^2, tr Sigma) give the expected squared norms at the new batch sizes
+(``GradientNoiseScale.restore``).
 """
 from __future__ import annotations
 
@@ -270,6 +275,44 @@ class GradientNoiseScale:
                         data_size=self.data_size)
         self.acc.reset_window()
         return out
+
+    def saved(self, rows: torch.Tensor) -> dict[str, Any]:
+        """What a checkpoint keeps: ``rows`` [ranks, STATE_SIZE], every rank's ``payload()`` in its
+        own row (summed over ranks by the caller), and the shape they were measured with."""
+        return {"rows": rows.detach().cpu().float(), "ranks": self.ranks, "micro": self.micro,
+                "b_small": self.b_small, "b_big": self.b_big, "data_size": self.data_size,
+                "decay": self.acc.decay}
+
+    def restore(self, saved: Mapping[str, Any], rank: int) -> str:
+        """Continue from a checkpoint's ``saved()``; returns how (for the run's log).
+
+        Same shape: this rank takes its own row back, bit for bit.  Another shape: the
+        window starts empty and the moving averages are carried over through their
+        estimates: (|G|^2, tr Sigma) at the old batch sizes give E|G_s|^2 and E|G_b|^2 at
+        the new ones, held by rank 0 (the averages are sums over ranks).
+        """
+        rows = saved["rows"].to(self.acc.state.device, torch.float32)
+        same = (saved["ranks"], saved["micro"], saved["b_small"]) == (self.ranks, self.micro, self.b_small)
+        if same and rows.shape[0] == self.ranks and saved.get("decay") == self.acc.decay:
+            self.acc.state.copy_(rows[rank])
+            return "noise-scale averages restored"
+        total = rows.sum(0).tolist()
+        ema_small, ema_big, weight = total[3], total[4], total[5]
+        self.acc.state.zero_()
+        if weight <= 0:
+            return "noise-scale averages restarted (none saved yet)"
+        grad_sq, trace = estimates(ema_small / (saved["micro"] * weight), ema_big / weight, saved["b_small"],
+                                   saved["b_big"], saved.get("data_size"))
+        n = self.data_size
+        raw_trace = trace * n / (n - 1) if n else trace  # undo the finite-data correction
+        raw_grad = grad_sq - raw_trace / n if n else grad_sq
+        new_weight = weight / saved["ranks"] * self.ranks  # ranks x (1 - decay^steps)
+        if rank == 0:
+            self.acc.state[3] = (raw_grad + raw_trace / self.b_small) * self.micro * new_weight
+            self.acc.state[4] = (raw_grad + raw_trace / self.b_big) * new_weight
+            self.acc.state[5] = new_weight
+        return (f"noise-scale averages carried over from {saved['ranks']} ranks x k={saved['micro']} x "
+                f"{saved['b_small']}")
 
     def close(self) -> None:
         for handle in self._handles:

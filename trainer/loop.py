@@ -80,8 +80,10 @@ def train_step(ctx: StepContext, micro_batches: Sequence[tuple[torch.Tensor, tor
 
 
 @torch.no_grad()
-def evaluate(ctx: StepContext, model: torch.nn.Module, loader) -> tuple[float, float, float]:
-    """(loss, top-1, top-5) over the whole validation set, averaged across ranks."""
+def evaluate(ctx: StepContext, model: torch.nn.Module, loader,
+             on_batch: Callable[[], None] | None = None) -> tuple[float, float, float]:
+    """(loss, top-1, top-5) over the whole validation set, averaged across ranks; ``on_batch``
+    after each batch (the rank's heartbeat: validation is progress too)."""
     model.eval()
     sums = torch.zeros(4, device=ctx.device)
     criterion = torch.nn.CrossEntropyLoss(reduction="sum")
@@ -95,6 +97,8 @@ def evaluate(ctx: StepContext, model: torch.nn.Module, loader) -> tuple[float, f
         sums[1] += hit[:, 0].sum()
         sums[2] += hit.any(1).sum()
         sums[3] += labels.shape[0]
+        if on_batch is not None:
+            on_batch()
     loss, top1, top5, n = ctx.engine.allreduce_sum(sums).tolist()
     n = max(n, 1.0)
     return loss / n, top1 / n, top5 / n

@@ -8,8 +8,9 @@ metrics.jsonl gets one JSON object per line, appended and flushed line by line:
    "gns_small_sq", "gns_big_sq", "gns_steps", "gns_b_small", "gns_b_big", "gns_data_size",
    "gns_grad_sq", "gns_trace_sigma", "noise_scale"}
   {"kind": "val", "time", "epoch", "step", "loss", "accuracy", "top5"}
-  {"kind": "event", "time", "event": start|resume|checkpoint|preempted|done, "step", "epoch",
-   optional "path", "message"}
+  {"kind": "event", "time", "event": start|resume|checkpoint|preempted|cancelled|diverged|done,
+   "step", "epoch", optional "path", "message", and for resume "skipped" (newer checkpoints
+   that did not verify: [[path, why], ...]) and "shape" (ranks, per-rank batch, k)}
   The gns fields of a record cover the logging window that ends at its step (the
   log_every_steps steps since the previous train record):
     gns_small_sq     mean |G_s|^2 of the small batches (one micro-batch of one rank),
@@ -25,7 +26,8 @@ metrics.jsonl gets one JSON object per line, appended and flushed line by line:
   Norms are of the loss gradient: before clipping, weight decay and with the AMP loss
   scale removed.  With log_every_steps 1 the window values are per step.
   trainer.gns.read_train_records() extracts these fields and trainer.gns.pooled() turns the
-  windows of several records into one estimate.  The EMAs restart when a run resumes.
+  windows of several records into one estimate.  The EMAs continue across a resume (they
+  are checkpointed).
 TensorBoard tags: train/loss, train/accuracy, train/lr, train/images_per_sec,
 train/noise_scale (when measured and defined), val/loss, val/accuracy, val/top5, with the
 optimizer step as global step.
@@ -40,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-EVENTS = ("start", "resume", "checkpoint", "preempted", "done")
+EVENTS = ("start", "resume", "checkpoint", "preempted", "cancelled", "diverged", "done")
 
 
 class MetricsLogger:

@@ -41,7 +41,7 @@ def test_flags_override_job_yaml_trainer_section(tmp_path):
     job.write_text(yaml.safe_dump({
         "job": {"name": "x"}, "plan": {"effective_batch": 256},
         "trainer": {"model": "resnet18", "batch_size": 64, "base_lr": 3, "dataset": "digits", "amp": "bf16"}}))
-    cfg, plan = parse_args(["--config", str(job), "--batch-size", "32", "--channels-last"])
+    cfg, plan, _ = parse_args(["--config", str(job), "--batch-size", "32", "--channels-last"])
     assert (cfg.model, cfg.batch_size, cfg.base_lr, cfg.amp, cfg.channels_last) == ("resnet18", 32, 3.0, "bf16", True)
     assert plan == {"effective_batch": 256}
 
@@ -49,7 +49,7 @@ def test_flags_override_job_yaml_trainer_section(tmp_path):
 def test_whole_mapping_is_options_when_there_is_no_trainer_section(tmp_path):
     job = tmp_path / "opts.yaml"
     job.write_text("model: resnet34\ndata: synthetic\n")
-    cfg, plan = parse_args(["--config", str(job)])
+    cfg, plan, _ = parse_args(["--config", str(job)])
     assert cfg.model == "resnet34" and plan == {}
 
 

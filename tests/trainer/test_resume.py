@@ -1,6 +1,7 @@
 """Exact resume: SIGKILL at random steps and SIGUSR2 preemption end bit-identical to an
-uninterrupted run (2 ranks, CPU, Gloo, --deterministic); a corrupt newest checkpoint
-is reported and the previous one used."""
+uninterrupted run (2 ranks, CPU, Gloo, --deterministic), and write the same gradient noise
+scale at every step (its moving averages are in the checkpoint); a corrupt newest
+checkpoint is reported and the previous one used."""
 from __future__ import annotations
 
 import os
@@ -22,13 +23,22 @@ ARGS = TINY + ["--dataset", "digits", "--batch-size", "32", "--val-batch-size", 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The uninterrupted run's final checkpoint (torchrun, ddp)."""
+    """The uninterrupted run's final checkpoint and noise scales (torchrun, ddp)."""
     out = tmp_path_factory.mktemp("uninterrupted")
     assert run("torchrun", 2, ARGS + ["--out-dir", str(out)], out / "log") == 0, (out / "log").read_text()[-3000:]
-    return checkpoint_state(out, STEPS)
+    state = checkpoint_state(out, STEPS)
+    state["noise_scales"] = noise_scales(out)
+    assert len(state["noise_scales"]) == STEPS and all(v is not None for v in state["noise_scales"].values())
+    return state
 
 
-def assert_identical(final, reference):
+def noise_scales(out) -> dict[int, float]:
+    """Step -> noise_scale of the train records; a step logged again after a resume: the later one."""
+    return {r["step"]: r.get("noise_scale") for r in records(out) if r["kind"] == "train"}
+
+
+def assert_identical(final, reference, out):
+    assert noise_scales(out) == reference["noise_scales"]  # the estimator's averages went on, not over
     for key in ("model", "optimizer"):
         assert tensors_equal(final[key], reference[key], key) == []
     assert final["scheduler"] == reference["scheduler"]
@@ -57,7 +67,7 @@ def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path, referenc
     assert run("torchrun", 2, ARGS + ["--out-dir", str(out)], log) == 0, log.read_text()[-3000:]
     assert len(events(out, "resume")) == len(kills)
     assert events(out, "done")
-    assert_identical(checkpoint_state(out, STEPS), reference)
+    assert_identical(checkpoint_state(out, STEPS), reference, out)
 
 
 def test_sigusr2_stops_all_ranks_at_one_step_exits_75_and_resumes_bit_identical(tmp_path, reference, horovod):
@@ -77,7 +87,7 @@ def test_sigusr2_stops_all_ranks_at_one_step_exits_75_and_resumes_bit_identical(
 
     assert run("mpirun", 2, ARGS + ["--out-dir", str(out)], log) == 0, log.read_text()[-3000:]
     assert events(out, "resume")[0]["step"] == stopped
-    assert_identical(checkpoint_state(out, STEPS), reference)
+    assert_identical(checkpoint_state(out, STEPS), reference, out)
 
 
 def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_path):

@@ -1,6 +1,6 @@
 """Distributed engines behind one interface, loaded lazily by name.
 
-`create_engine("ddp"|"horovod", use_cuda)` returns an initialised Engine; Horovod
+`create_engine("ddp"|"horovod", use_cuda, timeout_s)` returns an initialised Engine; Horovod
 is imported only when asked for, and its absence is bad input (exit 2), not a
 traceback.
 """
@@ -24,14 +24,19 @@ def available(name: str) -> bool:
     return name in ENGINES
 
 
-def create_engine(name: str, use_cuda: bool) -> Engine:
+DEFAULT_TIMEOUT_S = 1800  # torch.distributed's own default for Gloo, for runs outside a larsctl job
+
+
+def create_engine(name: str, use_cuda: bool, timeout_s: int = DEFAULT_TIMEOUT_S) -> Engine:
+    """``timeout_s``: how long a collective or the rendezvous may wait for a peer before the
+    rank fails (larsctl jobs derive it from their fault bound)."""
     if name not in ENGINES:
         raise BadInput(f"--engine: {name!r} is not one of {', '.join(ENGINES)}")
     if not available(name):
         raise BadInput(f"--engine {name}: horovod.torch does not import here; install Horovod or use --engine ddp")
     module, attr = ENGINES[name].split(":")
     engine_cls = getattr(importlib.import_module(module), attr)
-    return engine_cls(use_cuda)
+    return engine_cls(use_cuda, timeout_s)
 
 
 __all__ = ["Engine", "ENGINES", "available", "create_engine"]

@@ -23,7 +23,7 @@ from trainer.environment import detect
 class DDPEngine(Engine):
     name = "ddp"
 
-    def __init__(self, use_cuda: bool):
+    def __init__(self, use_cuda: bool, timeout_s: int = 1800):
         self.env = detect(os.environ)
         self.device = torch.device("cuda", self.env.local_rank) if use_cuda else torch.device("cpu")
         if use_cuda:
@@ -34,7 +34,7 @@ class DDPEngine(Engine):
                 backend="nccl" if use_cuda else "gloo",
                 init_method=f"tcp://{self.env.master_addr}:{self.env.master_port}",
                 rank=self.env.rank, world_size=self.env.world_size,
-                timeout=datetime.timedelta(minutes=30), device_id=self.device if use_cuda else None)
+                timeout=datetime.timedelta(seconds=timeout_s), device_id=self.device if use_cuda else None)
 
     def wrap(self, model, optimizer, batches_per_allreduce, fp16_allreduce):
         if not self.distributed:

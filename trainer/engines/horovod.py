@@ -10,6 +10,7 @@ reduced gradient between synchronize() and the step.
 from __future__ import annotations
 
 import inspect
+import os
 
 import torch
 import horovod.torch as hvd
@@ -21,7 +22,13 @@ from trainer.environment import JobEnvironment
 class HorovodEngine(Engine):
     name = "horovod"
 
-    def __init__(self, use_cuda: bool):
+    def __init__(self, use_cuda: bool, timeout_s: int = 1800):
+        # A peer that died or hangs: Gloo contexts (rendezvous and collectives) give up after
+        # timeout_s, and Horovod shuts down once a rank stalled that long (unless set already).
+        for name, value in (("HOROVOD_GLOO_TIMEOUT_SECONDS", timeout_s),
+                            ("HOROVOD_STALL_CHECK_TIME_SECONDS", max(10, min(60, timeout_s // 2))),
+                            ("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", timeout_s)):
+            os.environ.setdefault(name, str(int(value)))
         hvd.init()
         self.env = JobEnvironment("horovod", hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), "", 0)
         self.device = torch.device("cuda", hvd.local_rank()) if use_cuda else torch.device("cpu")
