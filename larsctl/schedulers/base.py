@@ -49,6 +49,9 @@ class JobInfo:
     state: JobState
     restarts: int = 0
     reason: str = ""  # scheduler's pending reason or exit information
+    # For a job that ended: the cause its own record gives (trainer.supervisor.causes tables),
+    # read for a segment whose batch script could not record its end.
+    cause: str | None = None
 
 
 class SchedulerError(Exception):

@@ -118,6 +118,13 @@ def _hosts_command(scheduler: str) -> str:
     return "echo localhost"
 
 
+def hosts_expr(scheduler: str) -> str:
+    """A shell word: the job's hosts, comma-separated (this host's name on the local scheduler)."""
+    if scheduler not in ("slurm", "pbs"):
+        return '"${HOSTNAME:-localhost}"'
+    return f'"$({_hosts_command(scheduler)} | paste -sd, -)"'
+
+
 def _hosts_setup(scheduler: str, per_node: int) -> tuple[str, ...]:
     """Shell line setting LARSCTL_HOSTS (host1:G,host2:G) for horovodrun -H."""
     if scheduler not in ("slurm", "pbs"):

@@ -111,6 +111,7 @@ def render_script(spec, paths: JobPaths, launch, *, job_id: str, segment: int,
     return body(spec, paths.root, launch, header=header, requeue=requeue,
                 max_restarts=max_restarts,
                 restarts_expr=f"\"$(grep -c ' segment={segment}$' {RESTARTS})\"",
+                scheduler_id_expr=q(make_id(paths.root, segment)), scheduler="local", segment=segment,
                 before_launch=[_BEFORE_LAUNCH.strip("\n")])
 
 
@@ -227,9 +228,10 @@ class LocalScheduler(Scheduler):
         if status.is_file():
             state, _, code = status.read_text().strip().partition(" ")
             return JobInfo(sid, JobState(state) if state in JobState.__members__ else JobState.UNKNOWN,
-                           restarts, reason=f"exit code {code}" if code else "")
+                           restarts, reason=f"exit code {code}" if code else "",
+                           cause="cancelled" if state == "CANCELLED" else None)
         if paths.cancel_marker(segment).exists():
-            return JobInfo(sid, JobState.CANCELLED, restarts, reason="killed")
+            return JobInfo(sid, JobState.CANCELLED, restarts, reason="killed", cause="cancelled")
         return JobInfo(sid, JobState.FAILED, restarts,
                        reason="the job's process ended without writing a status (killed?)")
 

@@ -30,6 +30,7 @@ from larsctl.schedulers.base import BatchRequest, CommandLineScheduler, JobInfo,
 from larsctl.jobs.paths import JobPaths
 from larsctl.jobs.states import JobState
 from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, extra_directives, restart_record
+from trainer.supervisor.causes import PBS_EXIT_CAUSES
 
 # PBS job_state letters -> larsctl's.  F (PBS Pro) and C (Torque) are refined by the exit status.
 PBS_STATES: dict[str, JobState] = {
@@ -132,7 +133,9 @@ def render(spec, job_dir: Path, script_path: Path, *, job_id: str, segment: int 
     ]
     script = body(spec, job_dir, launch, header=header, requeue=requeue,
                   max_restarts=0 if segments > 1 else max_restarts,
-                  restarts_expr='"${LARSCTL_RESTARTS:-0}"', before_launch=before, after_launch=after)
+                  restarts_expr='"${LARSCTL_RESTARTS:-0}"', before_launch=before, after_launch=after,
+                  scheduler_id_expr='"${PBS_JOBID:-interactive}"', segment=segment,
+                  scheduler="pbs")
     return script, launch.line
 
 
@@ -273,4 +276,5 @@ def _info(job_id: str, attrs: dict) -> JobInfo:
         restarts = max(0, int(attrs.get("run_count", 1)) - 1)
     except ValueError:
         restarts = 0
-    return JobInfo(job_id, state, restarts=restarts, reason=reason)
+    cause = PBS_EXIT_CAUSES.get(status) if state.is_terminal and status is not None else None
+    return JobInfo(job_id, state, restarts=restarts, reason=reason, cause=cause.value if cause else None)

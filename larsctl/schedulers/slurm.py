@@ -19,6 +19,7 @@ of the previous chain segment is known only then.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from larsctl.schedulers.base import BatchRequest, CommandLineScheduler, JobInfo,
 from larsctl.jobs.paths import JobPaths
 from larsctl.jobs.states import JobState
 from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, extra_directives, restart_record
+from trainer.supervisor.causes import SLURM_END_CAUSES
 
 # Slurm's job states (squeue %T / sacct State, first word) -> larsctl's.
 SLURM_STATES: dict[str, JobState] = {
@@ -59,10 +61,19 @@ SLURM_STATES: dict[str, JobState] = {
 }
 
 
+def _word(text: str) -> str:
+    return text.split()[0].rstrip("+") if text.strip() else ""
+
+
 def slurm_state(text: str) -> JobState:
     """``CANCELLED by 0`` -> CANCELLED; unknown strings -> UNKNOWN."""
-    word = text.split()[0].rstrip("+") if text.strip() else ""
-    return SLURM_STATES.get(word, JobState.UNKNOWN)
+    return SLURM_STATES.get(_word(text), JobState.UNKNOWN)
+
+
+def slurm_cause(text: str) -> str | None:
+    """The cause a final Slurm state gives (NODE_FAIL -> node_fail), None while it runs."""
+    cause = SLURM_END_CAUSES.get(_word(text))
+    return cause.value if cause else None
 
 
 def _margin(seconds: int) -> int:
@@ -109,6 +120,40 @@ def directives(spec, job_dir: Path, *, job_id: str, segment: int, segments: int)
     return lines + [f"#SBATCH {extra}" for extra in extra_directives(p)]
 
 
+REQUEUE_TRIES, REQUEUE_WAIT_S = 8, 15
+CANCEL_GRACE_S = 60.0  # for the ranks to checkpoint after TERM
+# The watchdog ended the ranks: kill every step of this job (the launcher's tasks on every
+# node, stopped ones included), never the batch script itself.
+END_STEPS = [
+    'for larsctl_step in $(squeue -h -s -j "$SLURM_JOB_ID" -o %i 2>/dev/null); do',
+    '  case "$larsctl_step" in *.batch|*.extern) ;; *) scancel --signal=KILL "$larsctl_step" 2>/dev/null ;; esac',
+    "done",
+]
+
+
+def _spare_nodes(spec) -> bool:
+    """The cluster has nodes beyond the job's: a requeue after a node failure can leave the
+    failed node out (with none to spare, the job waits for it to come back)."""
+    return spec.profile.nodes > spec.plan.nodes
+
+
+def _hold_off(spec) -> list[str]:
+    """No node to spare: after a node failure, give Slurm the job's bound to notice the dead node
+    (it stops scheduling on a node that misses its pings) before the job may start again; the job
+    then waits until the node is back."""
+    return ['if [ "$larsctl_failed_host" != - ]; then',
+            f'  scontrol update JobId="$SLURM_JOB_ID" StartTime=now+{int(spec.faults.bound_s)} ||',
+            '    echo "larsctl: could not hold the requeued job back" >&2',
+            "fi"]
+
+
+def _exclude_failed_node() -> list[str]:
+    return ['if [ "$larsctl_failed_host" != - ]; then',
+            '  scontrol update JobId="$SLURM_JOB_ID" ExcNodeList="$larsctl_failed_host" ||',
+            '    echo "larsctl: could not exclude $larsctl_failed_host from the requeued job" >&2',
+            "fi"]
+
+
 def render(spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int = 1,
            max_restarts: int = 0) -> tuple[str, str]:
     """(script, launch line) for one chain segment."""
@@ -121,10 +166,20 @@ def render(spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int 
         restart_record("$SLURM_JOB_ID", f" segment={segment}"),
         'echo "larsctl: requeueing job $SLURM_JOB_ID (restart $next)" >&2',
         # scontrol requeue ends this job; Slurm restarts it and counts SLURM_RESTART_COUNT.
-        'if scontrol requeue "$SLURM_JOB_ID"; then exit 0; fi',
+        # A controller that is away (restarting) gets a few tries.
+        f"for _ in {' '.join(str(i) for i in range(1, REQUEUE_TRIES + 1))}; do",
+        '  if scontrol requeue "$SLURM_JOB_ID"; then',
+        *("    " + line for line in (_exclude_failed_node() if _spare_nodes(spec) else _hold_off(spec))),
+        "    exit 0",
+        "  fi",
+        f'  echo "larsctl: scontrol requeue failed; trying again in {REQUEUE_WAIT_S}s" >&2',
+        f"  sleep {REQUEUE_WAIT_S}",
+        "done",
     ]
     script = body(spec, job_dir, launch, header=header, requeue=requeue,
-                  max_restarts=max_restarts, restarts_expr='"${SLURM_RESTART_COUNT:-0}"')
+                  max_restarts=max_restarts, restarts_expr='"${SLURM_RESTART_COUNT:-0}"',
+                  scheduler_id_expr='"$SLURM_JOB_ID"', scheduler="slurm", segment=segment,
+                  end_remote_ranks=END_STEPS)
     return script, launch.line
 
 
@@ -158,6 +213,17 @@ class SlurmScheduler(CommandLineScheduler):
         if not job_id.isdigit():
             raise SchedulerError(f"sbatch printed no job id: {r.stdout.strip()!r}")
         return job_id
+
+    def cancel(self, scheduler_id: str) -> None:
+        """TERM to the batch shell first (it passes TERM to the ranks, which checkpoint and stop
+        at one step: the log ends "cancelled at step N"), then scancel whatever is left."""
+        sid = str(scheduler_id)
+        if self.describe([sid])[sid].state is JobState.RUNNING:
+            if self.run(["scancel", "--batch", "--signal=TERM", sid]).returncode == 0:
+                deadline = time.monotonic() + CANCEL_GRACE_S
+                while time.monotonic() < deadline and self.describe([sid])[sid].state is JobState.RUNNING:
+                    time.sleep(1)
+        super().cancel(sid)
 
     def describe(self, scheduler_ids: list[str]) -> dict[str, JobInfo]:
         ids = [str(i) for i in scheduler_ids]
@@ -245,7 +311,7 @@ def parse_squeue(text: str) -> dict[str, JobInfo]:
     table = SlurmInfoWatcher().read_info("JobID|State|Restarts|Reason\n" + text)
     return {job_id: JobInfo(job_id, slurm_state(row.get("State", "")),
                             restarts=int(row.get("Restarts") or 0),
-                            reason=_reason(row.get("Reason", "")))
+                            reason=_reason(row.get("Reason", "")), cause=slurm_cause(row.get("State", "")))
             for job_id, row in table.items()}
 
 
@@ -256,7 +322,8 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
     for job_id, row in table.items():
         state = slurm_state(row.get("State", ""))
         code = row.get("ExitCode", "")
-        out[job_id] = JobInfo(job_id, state, reason="" if code in ("", "0:0") else f"exit {code}")
+        out[job_id] = JobInfo(job_id, state, reason="" if code in ("", "0:0") else f"exit {code}",
+                              cause=slurm_cause(row.get("State", "")))
     return out
 
 

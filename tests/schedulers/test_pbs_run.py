@@ -102,7 +102,7 @@ def test_no_restarts_left_propagates_the_requeue_code(support, tmp_path):
 
 
 def test_term_checkpoints_but_does_not_resubmit(support, tmp_path):
-    """qdel sends TERM: the trainer checkpoints (exit 75) and the job ends there."""
+    """qdel sends TERM: the script passes TERM on, the trainer checkpoints and the job ends there."""
     request, d, env = _prepare(support, tmp_path, mpi="gloo")
     env["FAKE_SECONDS"] = "60"
     proc = subprocess.Popen(["bash", str(request.script_path)], env=env, cwd=tmp_path)
@@ -111,5 +111,5 @@ def test_term_checkpoints_but_does_not_resubmit(support, tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) != 0
-    assert all("signal SIGUSR2" in lines for lines in support.rank_notes(d).values())
+    assert all("signal SIGTERM" in lines for lines in support.rank_notes(d).values())
     assert not (tmp_path / "qsub-args").exists() and JobPaths(d).restart_records() == []
