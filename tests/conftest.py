@@ -42,6 +42,29 @@ def larsctl_dirs(tmp_path, shared_data_dir, monkeypatch) -> dict[str, Path]:
 os.environ.setdefault("LARSCTL_REPO", str(REPO))
 
 
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """A factory: ``mount_tmpfs("128k")`` mounts a tmpfs of that size under tmp_path (a real
+    file system that fills up); skipped where mounting is not permitted, unmounted afterwards."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"tmpfs-{len(mounted)}"
+        mnt.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in reversed(mounted):
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 @pytest.fixture(scope="session")
 def horovod():
     """Horovod in the venv.  A failure, not a skip: CI builds Horovod (.ci/build-horovod.sh)

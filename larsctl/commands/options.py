@@ -60,12 +60,30 @@ def parse_sets(pairs: tuple[str, ...]) -> dict:
     return out
 
 
+def fault_overrides(on_fault: tuple[str, ...], bound_s: int | None, crash_resumes: int | None) -> dict:
+    """``--on-fault CAUSE=ACTION``..., ``--fault-bound``, ``--crash-resumes`` as a ``faults:`` mapping."""
+    from trainer.supervisor.causes import SettingsError, parse_rule
+
+    out: dict = {}
+    for rule in on_fault:
+        try:
+            cause, action = parse_rule(rule, f"--on-fault {rule}")
+        except SettingsError as exc:
+            raise UserError(str(exc)) from None
+        out.setdefault("policy", {})[cause.value] = action.value
+    if bound_s is not None:
+        out["bound_s"] = bound_s
+    if crash_resumes is not None:
+        out["crash_resumes"] = crash_resumes
+    return out
+
+
 def resolve_spec(cluster: str, *, recipe: Path | None, trainer_sets: tuple[str, ...],
-                 max_steps: int | None, **flags):
+                 max_steps: int | None, faults: dict | None = None, **flags):
     """The JobSpec these options describe (UserError, exit 2, on bad input)."""
     from larsctl.planning.spec import resolve_job
 
     trainer = parse_sets(trainer_sets)
     if max_steps is not None:
         trainer["max_steps"] = max_steps
-    return resolve_job(cluster, recipe, trainer=trainer, **flags)
+    return resolve_job(cluster, recipe, trainer=trainer, faults=faults, **flags)

@@ -15,7 +15,8 @@ from larsctl.jobs.states import JobState
 _COLOURS = {JobState.COMPLETED: "green", JobState.RUNNING: "cyan", JobState.PENDING: "yellow",
             JobState.REQUEUED: "yellow", JobState.SUBMITTING: "yellow", JobState.FAILED: "red",
             JobState.TIMEOUT: "red", JobState.CANCELLED: "magenta", JobState.PREEMPTED: "magenta"}
-HEADER = ["JOB", "STATE", "RESTARTS", "EPOCH/STEP", "LOSS", "VAL_ACC", "IMG/S", "ETA"]
+HEADER = ["JOB", "STATE", "RESTARTS", "EPOCH/STEP", "LOSS", "VAL_ACC", "IMG/S", "ETA", "LAST END"]
+SEGMENT_HEADER = ["SEG", "SHAPE", "STARTED", "STEPS", "LOST", "CAUSE", "HOST", "NEXT", "DETAIL"]
 
 
 def _colour(cell: str) -> str | None:
@@ -31,7 +32,40 @@ def row_cells(row) -> list[str]:
             DASH if p.loss is None else f"{p.loss:.4f}",
             DASH if p.val_accuracy is None else f"{p.val_accuracy:.4f}",
             DASH if p.images_per_sec is None else f"{p.images_per_sec:.1f}",
-            duration(p.eta_seconds) if row.state is JobState.RUNNING else DASH]
+            duration(p.eta_seconds) if row.state is JobState.RUNNING else DASH, last_end(row)]
+
+
+def last_end(row) -> str:
+    """The cause of the newest segment that ended (and, when the job stopped there, why)."""
+    ended = [s for s in row.segments if s.cause is not None]
+    if not ended:
+        return DASH
+    seg = ended[-1]
+    loop = " (crash loop)" if seg.reason.startswith("crash loop") else ""
+    return f"{seg.cause}{loop}"
+
+
+def segment_cells(seg) -> list[str]:
+    steps = DASH if seg.last_step is None else f"{seg.first_step if seg.first_step is not None else '?'}-{seg.last_step}"
+    started = (seg.started or DASH).replace("T", " ").removesuffix("Z")
+    nxt = seg.action or ("running" if seg.cause is None else DASH)
+    return [str(seg.number), seg.shape_text, started, steps, DASH if seg.steps_lost is None else str(seg.steps_lost),
+            seg.cause or "running", seg.host or DASH, nxt, seg.detail]
+
+
+def show_segments(row) -> None:
+    """Per segment: shape, steps, steps lost, cause, where, what next; checkpoints resumed or skipped."""
+    if not row.segments:
+        return
+    click.echo(f"\n{row.record.id}: segments")
+    click.echo(render_table(SEGMENT_HEADER, [segment_cells(s) for s in row.segments]))
+    for seg in row.segments:
+        if seg.resumed_from:
+            click.echo(f"  segment {seg.number} resumed from {seg.resumed_from}")
+        for path, why in seg.skipped:
+            click.echo(f"  segment {seg.number} skipped {path}: {why}")
+        if seg.action == "stop" and seg.cause != "completed":
+            click.echo(f"  segment {seg.number}: {seg.reason}")
 
 
 def _report(rows, errors: list[str]) -> None:
@@ -72,6 +106,9 @@ def status(job_ids, as_json, watch, sweep):
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
     else:
         click.echo(render_table(HEADER, [row_cells(r) for r in rows], colours={1: _colour}))
+        if job_ids:
+            for row in rows:
+                show_segments(row)
     if errors:
         sys.exit(1)
 

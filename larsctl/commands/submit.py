@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from larsctl.commands.options import job_options, resolve_spec
+from larsctl.commands.options import fault_overrides, job_options, resolve_spec
 from larsctl.errors import warn
 from larsctl.jobs.lifecycle import DEFAULT_MAX_RESTARTS
 
@@ -14,6 +14,15 @@ _SEGMENT_OPTIONS = [
     click.option("--chain", type=click.IntRange(min=1), default=1, show_default=True,
                  help="Segments chained with afterany dependencies; each resumes from the "
                       "last checkpoint (for runs longer than the walltime)."),
+    click.option("--on-fault", "on_fault", multiple=True, metavar="CAUSE=ACTION",
+                 help="What the job does after a segment ends with CAUSE: resume or stop (repeatable; "
+                      "over the profile's faults: section), e.g. --on-fault hang=stop."),
+    click.option("--fault-bound", type=click.IntRange(min=1), metavar="SECONDS",
+                 help="A rank silent or without progress this long (or 10 median step times, if "
+                      "longer) ends the segment as hang or node_fail (profile default 180)."),
+    click.option("--crash-resumes", type=click.IntRange(min=0),
+                 help="Resumes allowed after crash/oom segments (profile default 2); a crash loop "
+                      "stops at once."),
 ]
 
 
@@ -27,7 +36,7 @@ def _segment_options(func):
 @_segment_options
 @click.option("--dry-run", is_flag=True, help="Print the batch script(s) and launch line; write and submit nothing.")
 @click.option("--follow", "-f", is_flag=True, help="Show a progress bar until the job ends; exit 0 if it completed.")
-def submit(cluster, max_restarts, chain, dry_run, follow, **job):
+def submit(cluster, max_restarts, chain, dry_run, follow, on_fault, fault_bound, crash_resumes, **job):
     """Plan a job, write its job directory and submit it; prints the job id.
 
     \b
@@ -38,7 +47,7 @@ def submit(cluster, max_restarts, chain, dry_run, follow, **job):
     """
     from larsctl.jobs import lifecycle
 
-    spec = resolve_spec(cluster, **job)
+    spec = resolve_spec(cluster, faults=fault_overrides(on_fault, fault_bound, crash_resumes), **job)
     if dry_run:
         unset = lifecycle.unset_variables(spec)
         if unset:
@@ -58,7 +67,7 @@ def submit(cluster, max_restarts, chain, dry_run, follow, **job):
 
 @click.command()
 @_segment_options
-def script(cluster, max_restarts, chain, **job):
+def script(cluster, max_restarts, chain, on_fault, fault_bound, crash_resumes, **job):
     """Write a job directory and its batch script(s) without submitting; prints the script path.
 
     The script runs on its own (sbatch / qsub / bash); register the job later
@@ -71,5 +80,6 @@ def script(cluster, max_restarts, chain, **job):
     """
     from larsctl.jobs import lifecycle
 
-    for path in lifecycle.write_scripts(resolve_spec(cluster, **job), chain, max_restarts):
+    spec = resolve_spec(cluster, faults=fault_overrides(on_fault, fault_bound, crash_resumes), **job)
+    for path in lifecycle.write_scripts(spec, chain, max_restarts):
         click.echo(str(path))

@@ -21,6 +21,7 @@ from larsctl.errors import UserError
 from larsctl.config.env import config_dir, expand_path
 from larsctl.config.yamlio import load_model
 from larsctl.planning.hardware import GPUS
+from trainer.supervisor.causes import FaultSettings, SettingsError
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 INTERFACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")  # a Linux network interface name
@@ -88,6 +89,14 @@ def split_directive(text: str) -> tuple[str, str, str | None]:
     return flag, sep or "", value
 
 
+def _check_faults(value: dict) -> dict:
+    try:
+        FaultSettings.from_dict(value, "faults")
+    except SettingsError as exc:
+        raise ValueError(str(exc).removeprefix("faults: ").removeprefix("faults.")) from None
+    return value
+
+
 def _check_walltime(value: str) -> str:
     match = WALLTIME_RE.fullmatch(value)
     if not match or walltime_seconds(value) == 0:
@@ -111,6 +120,7 @@ Walltime = Annotated[str, AfterValidator(_check_walltime)]
 Interface = Annotated[str, AfterValidator(_check_interface)]
 Directive = Annotated[str, AfterValidator(_check_directive)]
 Seconds = Annotated[int, BeforeValidator(_parse_margin), Field(ge=0)]
+Faults = Annotated[dict, AfterValidator(_check_faults)]
 
 
 class Container(BaseModel):
@@ -153,6 +163,9 @@ class ClusterProfile(BaseModel):
     container: Container | None = None
     workdir: str = Field(min_length=1)
     python: str = Field("python", min_length=1)
+    # What jobs do about faults (trainer.supervisor.causes.FaultSettings): bound_s, startup_s,
+    # crash_resumes, policy: {cause: resume|stop}; a submit's --on-fault overrides it.
+    faults: Faults = {}
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -187,6 +200,9 @@ class ClusterProfile(BaseModel):
     def source(self) -> Path | None:
         """The file this profile was read from (None when built in code)."""
         return self._source
+
+    def fault_settings(self) -> FaultSettings:
+        return FaultSettings.from_dict(self.faults, "faults")
 
     def expanded_workdir(self) -> Path:
         """``workdir`` with ``~`` and $VARS expanded here (LARSCTL_HOME has its default)."""

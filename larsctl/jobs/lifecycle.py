@@ -23,10 +23,12 @@ from larsctl.config.env import variables_in
 from larsctl.errors import Failure, UserError, one_line
 from larsctl.jobs import paths as jobdir
 from larsctl.jobs.registry import JobRecord, Registry, new_job_id, save_copy
+from larsctl.jobs.segments import Segment, job_segments
 from larsctl.jobs.states import JobState, aggregate
 from larsctl.planning.spec import JobSpec
 from larsctl.results.metrics import Progress, read_progress
 from larsctl.schedulers import BatchRequest, JobInfo, Scheduler, SchedulerError, get_scheduler
+from trainer.supervisor.causes import Cause
 
 DEFAULT_MAX_RESTARTS = 3
 # Scheduler polling while watching: 2 s, growing while nothing changes, at most 60 s
@@ -47,12 +49,13 @@ class PartialSubmit(Failure):
 
 @dataclass
 class JobRow:
-    """A job as status shows it: its record, its progress and what the scheduler said."""
+    """A job as status shows it: its record, its progress, its segments and what the scheduler said."""
 
     record: JobRecord
     progress: Progress
     reason: str = ""
     warnings: list[str] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
 
     @property
     def state(self) -> JobState:
@@ -64,7 +67,8 @@ class JobRow:
         return self.state.is_terminal or bool(self.warnings) or not self.record.scheduler_ids
 
     def to_dict(self) -> dict:
-        return {**self.record.to_dict(), "reason": self.reason, "progress": self.progress.to_dict()}
+        return {**self.record.to_dict(), "reason": self.reason, "progress": self.progress.to_dict(),
+                "segments": [s.to_dict() for s in self.segments]}
 
 
 # -- planning a submission (pure until schedule) ----------------------------------------
@@ -217,7 +221,9 @@ def refresh(registry: Registry, records: list[JobRecord],
     """Each job's progress (from metrics.jsonl) and, with ``ask_scheduler``, its state:
     one ``describe`` per scheduler for all unfinished jobs; what changed is stored.
 
-    Returns the rows and the scheduler errors (the rows then keep their last known state).
+    Returns the rows and the scheduler errors (the rows then keep their last known state; a
+    scheduler that does not answer is remembered with the time it stopped answering, so every
+    command says since when, and nothing is marked failed meanwhile).
     """
     errors: list[str] = []
     records = [_adopt_resubmissions(registry, r) if Path(r.job_dir).is_dir() else r for r in records]
@@ -231,7 +237,11 @@ def refresh(registry: Registry, records: list[JobRecord],
             try:
                 infos.update(get_scheduler(name).describe(ids))
             except (SchedulerError, ValueError, FileNotFoundError) as exc:
-                errors.append(f"{name} scheduler: {one_line(exc)}")
+                since = registry.scheduler_failing(name, one_line(exc))
+                errors.append(f"{name} scheduler not answering since "
+                              f"{time.strftime('%H:%M', time.localtime(since))}: {one_line(exc)}")
+            else:
+                registry.scheduler_answered(name)
     rows = []
     for rec in records:
         row = JobRow(rec, Progress())
@@ -240,16 +250,35 @@ def refresh(registry: Registry, records: list[JobRecord],
         else:
             row.progress = read_progress(rec.paths.metrics)
         seg = [infos[s] for s in rec.scheduler_ids if s in infos]
+        state, restarts = rec.state, rec.restarts
         if seg and len(seg) == len(rec.scheduler_ids):
             state = aggregate([i.state for i in seg])
             restarts = max([rec.paths.read_restarts(), *(i.restarts for i in seg)])
             row.reason = next((i.reason for i in seg if i.state == state and i.reason), "")
-            if state != rec.state or restarts != rec.restarts:
-                rec = registry.update(rec.id, state=state, restarts=restarts)
-                save_copy(rec)
-                row.record = rec
+        if not row.warnings:
+            newest = seg[-1] if seg else None
+            told = (Cause(newest.cause), newest.reason or newest.cause) if newest and newest.cause else None
+            running = state in (JobState.RUNNING, JobState.SUBMITTING) or (state.is_active and not seg)
+            row.segments = job_segments(rec.job_dir, running=running, scheduler=told)
+            state = _state_by_cause(state, row.segments)
+        if state != rec.state or restarts != rec.restarts:
+            rec = registry.update(rec.id, state=state, restarts=restarts)
+            save_copy(rec)
+            row.record = rec
         rows.append(row)
     return rows, errors
+
+
+# A job that ended takes the state its last segment's cause gives (Slurm says FAILED of a
+# script that exited 143 after a cancel; the segment says cancelled).
+_STATE_OF_CAUSE = {Cause.COMPLETED: JobState.COMPLETED, Cause.CANCELLED: JobState.CANCELLED,
+                   Cause.WALLTIME: JobState.TIMEOUT, Cause.PREEMPTED: JobState.PREEMPTED}
+
+
+def _state_by_cause(state: JobState, segments: list[Segment]) -> JobState:
+    if not state.is_terminal or not segments or segments[-1].cause is None or segments[-1].action == "resume":
+        return state
+    return _STATE_OF_CAUSE.get(Cause(segments[-1].cause), JobState.FAILED)
 
 
 def watch(registry: Registry, job_ids: list[str], sleep: Callable[[float], None] = time.sleep,
@@ -306,9 +335,13 @@ def resume(registry: Registry, job_id: str, chain: int, max_restarts: int, warn:
     newest valid checkpoint there."""
     record = registry.get(job_id)
     require_dir(record)
-    record = refresh(registry, [record])[0][0].record
+    row = refresh(registry, [record])[0][0]
+    record = row.record
     if record.state.is_active:
         raise UserError(f"job {job_id} is {record.state.value}; cancel it first or wait for it to end")
+    if record.state is JobState.COMPLETED:
+        last = row.segments[-1].detail if row.segments else f"its trainer finished at step {row.progress.step}"
+        raise UserError(f"job {job_id} is COMPLETED ({last}); there is nothing to resume")
     spec = spec_of(record)
     scheduler = get_scheduler(spec.profile.scheduler)
     requests = render(scheduler, spec, record.paths, record.id, record.paths.segments(scheduler.name),

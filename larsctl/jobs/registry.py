@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS sweeps (
     created REAL NOT NULL,
     definition TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS scheduler_health (
+    name TEXT PRIMARY KEY,
+    failing_since REAL NOT NULL,
+    error TEXT NOT NULL
+);
 """
 _FIELDS = ("id", "name", "cluster", "scheduler", "scheduler_ids", "job_dir", "state",
            "restarts", "created", "updated", "sweep")
@@ -187,6 +192,20 @@ class Registry:
     def sweeps(self) -> list[tuple[str, float, dict]]:
         return [(i, c, json.loads(d)) for i, c, d in
                 self._query("SELECT id, created, definition FROM sweeps ORDER BY created, id", ())]
+
+    # -- schedulers that do not answer (a controller restarting, a login node cut off) ----------
+    def scheduler_failing(self, name: str, error: str) -> float:
+        """Record that scheduler ``name`` did not answer; returns since when it has not (epoch s)."""
+        with self._tx() as db:
+            row = db.execute("SELECT failing_since FROM scheduler_health WHERE name = ?", (name,)).fetchone()
+            since = row[0] if row else time.time()
+            db.execute("INSERT OR REPLACE INTO scheduler_health (name, failing_since, error) VALUES (?, ?, ?)",
+                       (name, since, error))
+        return since
+
+    def scheduler_answered(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM scheduler_health WHERE name = ?", (name,))
 
     def _query(self, sql: str, args: tuple) -> list[tuple]:
         try:

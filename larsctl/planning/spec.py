@@ -14,11 +14,12 @@ job.yaml::
     plan:    {nodes, gpus, gpus_per_node, per_gpu_batch, ..., rules, estimate}
     cluster: {the profile}
     trainer: {flat trainer options, final LR with lr_scaling: keep}
+    faults:  {bound_s, startup_s, crash_resumes, policy: {cause: resume|stop}} (trainer.supervisor)
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from larsctl.planning.planner import (OVERRIDABLE, Cluster, Plan, PlanError, Pla
 from trainer.config import JOB_DEFAULTS
 from trainer.config import resolve as resolve_trainer
 from trainer.errors import BadInput
+from trainer.supervisor.causes import FaultSettings, SettingsError
 
 PLAN_FLAGS = ("target_batch", "gpus", "per_gpu_batch", "model", "epochs", "precision",
               "lr_rule", *OVERRIDABLE, "name")
@@ -54,6 +56,7 @@ class JobSpec:
     recipe: Path | None
     plan: Plan
     trainer: dict
+    faults: FaultSettings = field(default_factory=FaultSettings)  # the profile's, then the submit's
 
     @property
     def unset_variables(self) -> list[str]:
@@ -75,6 +78,7 @@ class JobSpec:
             "plan": self.plan.to_dict(),
             "cluster": self.profile.to_dict(),
             "trainer": dict(self.trainer),
+            "faults": self.faults.to_dict(),
         }
         # JSON round trip: paths and enums become plain strings.
         return json.loads(json.dumps(data, default=str))
@@ -93,7 +97,8 @@ class JobSpec:
             recipe = job.get("recipe")
             return cls(name=job["name"], profile=ClusterProfile.model_validate(data["cluster"]),
                        recipe=Path(recipe) if recipe else None,
-                       plan=Plan(**plan, estimate=Estimate(**estimate)), trainer=dict(data["trainer"]))
+                       plan=Plan(**plan, estimate=Estimate(**estimate)), trainer=dict(data["trainer"]),
+                       faults=FaultSettings.from_dict(data.get("faults"), f"{source}: faults"))
         except KeyError as exc:
             raise JobSpecError(f"{source}: not a larsctl job spec: missing {exc}") from None
         except (TypeError, ValueError, AttributeError) as exc:
@@ -150,8 +155,11 @@ def _trainer_options(profile: ClusterProfile, plan: Plan, requested: dict) -> di
 
 
 def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | None = None,
-                trainer: dict | None = None, **flags: Any) -> JobSpec:
-    """Plan a job; raises ProfileError/RecipeError/PlanError (all UserError, exit 2)."""
+                trainer: dict | None = None, faults: dict | None = None, **flags: Any) -> JobSpec:
+    """Plan a job; raises ProfileError/RecipeError/PlanError (all UserError, exit 2).
+
+    ``faults``: fault settings of this submit (``--on-fault``...) over the profile's ``faults:``.
+    """
     unknown = sorted(set(flags) - set(PLAN_FLAGS))
     if unknown:
         raise TypeError(f"resolve_job() got unknown flags: {', '.join(unknown)}")
@@ -202,5 +210,9 @@ def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | Non
     options = _trainer_options(profile, plan, requested)
     # Everything but the data (a plan may come before its data): the trainer's rules.
     _validate_trainer(options, require_data=False)
-    return JobSpec(name=name, profile=profile, recipe=recipe_path, plan=plan, trainer=options)
+    try:
+        settings = profile.fault_settings().with_overrides(faults or {}, "--on-fault")
+    except SettingsError as exc:
+        raise PlanError(str(exc)) from None
+    return JobSpec(name=name, profile=profile, recipe=recipe_path, plan=plan, trainer=options, faults=settings)
 

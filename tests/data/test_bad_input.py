@@ -6,7 +6,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -170,18 +169,9 @@ def test_verify_of_a_file_says_it_expects_a_directory_and_what_it_found(converte
 # --- a full disk -----------------------------------------------------------------------------
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 384 KiB tmpfs; skipped where mounting is not permitted."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", str(mnt)], capture_output=True,
-                       text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+def small_tmpfs(mount_tmpfs):
+    """A 384 KiB tmpfs."""
+    return mount_tmpfs("384k")
 
 
 def fill(mnt: Path, leave: int) -> Path:

@@ -60,16 +60,37 @@ def test_cancel_then_resume_continues_from_the_checkpoint(jobs):
     job_dir = row["job_dir"]
     stopped_at = max(int(p.stem.split("-")[-1]) for p in Path(job_dir, "checkpoints").glob("*.pt"))
     assert stopped_at >= 3
+    # The logs end with the cancel, not with a traceback that reads like a crash.
+    (cancelled,) = jobs.events(job_dir, "cancelled")
+    line = f"cancelled at step {cancelled['step']}"
+    assert jobs.larsctl("logs", job_id).stdout.rstrip().splitlines()[-1] == f"larsctl: {line}"
+    for rank in (0, 1):
+        assert jobs.larsctl("logs", job_id, "--rank", str(rank)).stdout.rstrip().splitlines()[-1] == \
+            f"trainer: {line}"
+    (seg,) = jobs.status(job_id)["segments"]
+    assert seg["cause"] == "cancelled" and seg["action"] == "stop" and seg["last_step"] == cancelled["step"]
 
     assert jobs.larsctl("resume", job_id).stdout.strip() == job_id
     # logs --follow streams until the job ends
     followed = jobs.larsctl("logs", job_id, "--follow", timeout=300).stdout
-    assert "trainer: resumed from" in followed and "larsctl: launcher exited with 0" in followed
+    assert "trainer: resumed from" in followed
+    assert followed.rstrip().splitlines()[-1].startswith("larsctl: segment 1 ended: completed (completed at step 40)")
     done = jobs.wait_for(job_id, lambda r: r["state"] == "COMPLETED", what="COMPLETED after resume")
     assert done["progress"]["step"] == 40
     resumes = jobs.events(job_dir, "resume")
     assert resumes and resumes[-1]["step"] >= stopped_at > 0
     assert len(done["scheduler_ids"]) == 2
+    first, second = done["segments"]
+    assert (first["cause"], second["cause"]) == ("cancelled", "completed")
+    assert second["first_step"] == resumes[-1]["step"] and second["resumed_from"] == resumes[-1]["path"]
+    assert first["steps_lost"] == first["last_step"] - second["first_step"] == 0  # it checkpointed on TERM
+
+    # A job that completed has nothing left to do: refused before anything is submitted.
+    r = jobs.larsctl("resume", job_id, check=False)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.strip() == (f"Error: job {job_id} is COMPLETED (completed at step 40); there is nothing "
+                                "to resume")
+    assert len(jobs.status(job_id)["scheduler_ids"]) == 2
 
 
 def test_usr2_requeues_in_place_and_completes_with_one_restart(jobs, ddp_profile):

@@ -107,7 +107,8 @@ def test_demo_job_spec_on_the_local_profile():
 def test_job_spec_layout_round_trips_through_yaml():
     spec = resolve_job("slurm-v100", REPO / "jobs/resnet50-lars-32k.yaml", name="run32k")
     data = yaml.safe_load(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    assert list(data) == ["job", "plan", "cluster", "trainer"]
+    assert list(data) == ["job", "plan", "cluster", "trainer", "faults"]
+    assert data["faults"]["bound_s"] == 180 and data["faults"]["policy"]["hang"] == "resume"
     assert data["job"] == {"name": "run32k", "cluster": "slurm-v100",
                            "recipe": str(REPO / "jobs/resnet50-lars-32k.yaml")}
     for key in ("nodes", "gpus", "gpus_per_node", "per_gpu_batch", "batches_per_allreduce",
