@@ -36,6 +36,7 @@ class Panel:
     curves: tuple[Curve, ...]
     percent: bool = False
     from_zero: bool = False  # throughput: differences read true only from a zero baseline
+    log: bool = False  # values that span decades (B_simple); values <= 0 are left out and counted
 
 
 _TITLES = {
@@ -48,6 +49,8 @@ _TITLES = {
     "val/accuracy": ("Validation top-1", "top-1 (%)", True),
     "val/top5": ("Validation top-5", "top-5 (%)", True),
 }
+
+_LOG_TAGS = ("train/noise_scale",)  # B_simple spans decades over a run and between batches
 
 DEFAULT_PANELS = (
     Panel("Training loss", "loss", (Curve("train/loss", "-", "train", smooth=True),)),
@@ -63,7 +66,7 @@ DEFAULT_PANELS = (
 
 # Drawn by default for jobs that measured it (trainer/gns.py).
 NOISE_PANEL = Panel("Gradient noise scale B_simple", "B_simple (examples)",
-                    (Curve("train/noise_scale", "-", "B_simple"),))
+                    (Curve("train/noise_scale", "-", "B_simple"),), log=True)
 
 
 def default_panels(runs: list[Run]) -> tuple[Panel, ...]:
@@ -87,7 +90,7 @@ def panels_for(metrics: tuple[str, ...]) -> tuple[Panel, ...]:
         curve = Curve(tag, "-", tag, "o" if validation else None,
                       smooth=not validation and tag != "train/lr")
         panels.append(Panel(title, ylabel, (curve,), percent=pct,
-                            from_zero=tag == "train/images_per_sec"))
+                            from_zero=tag == "train/images_per_sec", log=tag in _LOG_TAGS))
     return tuple(panels)
 
 
@@ -125,30 +128,54 @@ def build_figure(runs: list[Run], panels: tuple[Panel, ...], width_px: int, heig
         handles.append(Line2D([], [], color=colour, lw=2, label=label))
         for ax, panel in zip(axes, panels):
             for curve in panel.curves:
-                points = run.curves.get(curve.tag, [])
-                if not points:
-                    continue
-                xs = run.epochs(curve.tag) if by_epoch else [p.step for p in points]
-                ys = [100 * p.value if panel.percent else p.value for p in points]
-                if smoothing and curve.smooth:
-                    ax.plot(xs, ys, ls=curve.style, color=colour, lw=1.0, alpha=0.25,
-                            label=f"_raw {label} {curve.name}")  # "_": not in any legend
-                    ys = smooth(ys, smoothing)
-                ax.plot(xs, ys, ls=curve.style, color=colour, lw=1.6 if curve.marker else 1.2,
-                        alpha=0.9, marker=curve.marker, ms=4, label=f"{label} {curve.name}")
+                _draw_curve(ax, panel, curve, run, label, colour, by_epoch, smoothing)
     for ax, panel in zip(axes, panels):
-        ax.set_title(panel.title)
-        ax.set_xlabel("epoch" if by_epoch else "step")
-        ax.set_ylabel(panel.ylabel)
-        ax.grid(True, alpha=0.3)
-        if panel.from_zero and ax.has_data():
-            ax.set_ylim(bottom=0)
-        if len(panel.curves) > 1:  # say which line style is which metric
-            ax.legend(handles=[Line2D([], [], color="0.35", ls=c.style, marker=c.marker, label=c.name)
-                               for c in panel.curves], loc="best", fontsize="small")
+        _dress(ax, panel, by_epoch)
     fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 6),
                frameon=False)
     return fig
+
+
+def _draw_curve(ax, panel: Panel, curve: Curve, run: Run, label: str, colour: str, by_epoch: bool,
+                smoothing: float) -> None:
+    points = run.curves.get(curve.tag, [])
+    if not points:
+        return
+    xs = run.epochs(curve.tag) if by_epoch else [p.step for p in points]
+    ys = [100 * p.value if panel.percent else p.value for p in points]
+    if panel.log:
+        kept = [(x, y) for x, y in zip(xs, ys) if y > 0]
+        if len(kept) < len(ys):
+            _note(ax, f"{label}: {len(ys) - len(kept)} value{'s' * (len(ys) - len(kept) != 1)} <= 0 "
+                      "not drawn (log axis)", colour)
+        xs, ys = [x for x, _ in kept], [y for _, y in kept]
+    if smoothing and curve.smooth:
+        ax.plot(xs, ys, ls=curve.style, color=colour, lw=1.0, alpha=0.25,
+                label=f"_raw {label} {curve.name}")  # "_": not in any legend
+        ys = smooth(ys, smoothing)
+    ax.plot(xs, ys, ls=curve.style, color=colour, lw=1.6 if curve.marker else 1.2,
+            alpha=0.9, marker=curve.marker, ms=4, label=f"{label} {curve.name}")
+
+
+def _note(ax, text: str, colour: str) -> None:
+    """A line of small text in the panel's lower left corner, one above the other."""
+    ax.text(0.01, 0.02 + 0.07 * len(ax.texts), text, transform=ax.transAxes, fontsize="x-small",
+            color=colour, ha="left", va="bottom",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1})
+
+
+def _dress(ax, panel: Panel, by_epoch: bool) -> None:
+    ax.set_title(panel.title)
+    ax.set_xlabel("epoch" if by_epoch else "step")
+    ax.set_ylabel(panel.ylabel)
+    ax.grid(True, alpha=0.3)
+    if panel.log:
+        ax.set_yscale("log")
+    if panel.from_zero and ax.has_data():
+        ax.set_ylim(bottom=0)
+    if len(panel.curves) > 1:  # say which line style is which metric
+        ax.legend(handles=[Line2D([], [], color="0.35", ls=c.style, marker=c.marker, label=c.name)
+                           for c in panel.curves], loc="best", fontsize="small")
 
 
 def png_bytes(fig: Figure) -> bytes:

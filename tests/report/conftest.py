@@ -23,8 +23,11 @@ def val_top1(step: int, batch: int) -> float:
 
 def write_run(root: Path, batch: int = 64, steps_per_epoch: int = 10, epochs: int = 3, gpus: int = 2,
               tensorboard: bool = True, jsonl: bool = True, job_yaml: bool = True,
-              optimizer: str = "lars") -> Path:
-    """A finished job directory: one train record per step, one val record per epoch, 1 s per step."""
+              optimizer: str = "lars", noise_scale=None) -> Path:
+    """A finished job directory: one train record per step, one val record per epoch, 1 s per step.
+
+    ``noise_scale``: step -> B_simple (or None: not defined at that step), written as the
+    trainer writes it (the record's ``noise_scale``, TensorBoard's train/noise_scale)."""
     from torch.utils.tensorboard import SummaryWriter
 
     root.mkdir(parents=True)
@@ -37,10 +40,14 @@ def write_run(root: Path, batch: int = 64, steps_per_epoch: int = 10, epochs: in
                  "total_steps": total, "steps_per_epoch": steps_per_epoch,
                  "loss": 2.3 * math.exp(-step / 20), "accuracy": 1 - math.exp(-step / 15),
                  "lr": 4.0 * min(1.0, step / 5), "images_per_sec": 100.0 + batch, "effective_batch": batch}
+        if noise_scale is not None:
+            train["noise_scale"] = noise_scale(step)
         lines.append(train)
         if writer:
             for key in ("loss", "accuracy", "lr", "images_per_sec"):
                 writer.add_scalar(f"train/{key}", train[key], step)
+            if train.get("noise_scale") is not None:
+                writer.add_scalar("train/noise_scale", train["noise_scale"], step)
         if step % steps_per_epoch == 0:
             val = {"kind": "val", "time": T0 + step + 0.5, "epoch": step / steps_per_epoch, "step": step,
                    "loss": 1.0 / step, "accuracy": val_top1(step, batch), "top5": 0.9 + step / 1000}
