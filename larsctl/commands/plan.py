@@ -11,6 +11,23 @@ from larsctl.planning.hardware import CPU
 from larsctl.planning.spec import JobSpec
 
 
+def estimate_lines(spec: JobSpec, unit: str) -> list[str]:
+    """The estimate: which throughput figure, the step, and the run's parts."""
+    plan, est = spec.plan, spec.plan.estimate
+    stop = f"max_steps {spec.trainer['max_steps']}" if spec.trainer.get("max_steps") \
+        else f"{plan.epochs} epochs"
+    return [
+        "Estimate",
+        f"  throughput {est.throughput}",
+        f"  step {est.step_seconds * 1e3:.1f} ms (compute {est.compute_seconds * 1e3:.1f}, "
+        f"allreduce {est.allreduce_seconds * 1e3:.2f}), {est.images_per_second:,.0f} img/s",
+        f"  epoch {duration(est.epoch_seconds)} ({est.steps_per_epoch} steps and a validation)",
+        f"  run {duration(est.total_seconds)} = start-up {duration(est.startup_seconds)} + "
+        f"{est.steps} steps {duration(est.train_seconds)} + {est.validations} validations "
+        f"{duration(est.validation_seconds)} ({stop}), {est.gpu_hours:,.1f} {unit[:-1]}-hours",
+    ]
+
+
 def render(spec: JobSpec) -> str:
     """The readable plan: each number with the rule that produced it, then the estimate."""
     plan, profile, est = spec.plan, spec.profile, spec.plan.estimate
@@ -34,12 +51,8 @@ def render(spec: JobSpec) -> str:
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
     lines += [f"  {k.ljust(width)}  {v.ljust(value_width)}  {why}" for k, v, why in rows]
+    lines += estimate_lines(spec, unit)
     lines += [
-        "Estimate",
-        f"  step {est.step_seconds * 1e3:.1f} ms (compute {est.compute_seconds * 1e3:.1f}, "
-        f"allreduce {est.allreduce_seconds * 1e3:.2f}), {est.images_per_second:,.0f} img/s",
-        f"  epoch {duration(est.epoch_seconds)}, run {duration(est.total_seconds)}"
-        f" ({plan.epochs} epochs), {est.gpu_hours:,.1f} {unit[:-1]}-hours",
         f"  jobs {plan.jobs_needed} (walltime {profile.walltime} less "
         f"{profile.signal_margin_seconds}s signal margin = {duration(usable)} each)",
         "Assumptions",

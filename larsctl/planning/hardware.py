@@ -27,6 +27,13 @@ ResNet-50 training throughput, images/s per GPU at 224 px, large per-GPU batch:
   - H100: ~1.8x A100 (MLPerf Training v3.0 per-accelerator ResNet ratio).
   - cpu: one worker process on one core, PyTorch fp32: ~4 img/s (measured order of
     magnitude for ResNet-50 at 224 px; used only for the local profile).
+Start-up, seconds per job (process start to the first step, plus the end: launcher, imports,
+engine and process-group start, data set scan, model build, the final checkpoint and exit):
+  - GPUs: 120 s, an order of magnitude, not measured here: mpirun/srun across nodes, torch and
+    Horovod imported from a shared file system, CUDA and NCCL start, an ImageFolder scan of
+    ImageNet's 1.28M files (DALI reads index files instead).
+  - cpu: 15 s, measured on the demo (2 workers on 2 cores, 2026-12-03): 9.3 s from submit to
+    the trainer's start event, 6 s from its done event to the job's end.
 Ring bus bandwidth inside one node, GB/s (NCCL all_reduce busbw orders of magnitude):
 V100 SXM2 NVLink ~130, P100 SXM2 NVLink ~60, P100 PCIe ~10, A100 NVLink3 ~230,
 H100 NVLink4 ~370, CPU workers over shared memory (Gloo) ~5.
@@ -47,6 +54,7 @@ class Gpu:
     max_batch_rn50: dict[str, int]   # precision -> largest ResNet-50 per-GPU batch
     throughput_rn50: dict[str, float]  # precision -> images/s per GPU (ResNet-50, 224 px)
     intra_node_gbytes: float         # ring bus bandwidth inside one node, GB/s
+    startup_seconds: float = 120.0   # per job: launch, imports, engine, data scan, model build, exit
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -64,7 +72,7 @@ GPUS: dict[str, Gpu] = {
                      {"fp32": 800.0, "fp16": 2500.0, "bf16": 2500.0}, 230.0),
     "H100-80GB": Gpu(80, {"fp32": 512, "fp16": 1024, "bf16": 1024},
                      {"fp32": 1450.0, "fp16": 4500.0, "bf16": 4500.0}, 370.0),
-    "cpu": Gpu(None, {"fp32": 64, "bf16": 64}, {"fp32": 4.0, "bf16": 4.0}, 5.0),
+    "cpu": Gpu(None, {"fp32": 64, "bf16": 64}, {"fp32": 4.0, "bf16": 4.0}, 5.0, 15.0),
 }
 CPU = "cpu"  # the gpu_type of CPU worker processes (the local profile)
 

@@ -91,6 +91,9 @@ class PlanRequest:
     image_size: int = 224
     fp16_allreduce: bool | None = None  # None: follow precision
     checkpoint_every_steps: int | None = None
+    val_images: int | None = None  # None: ImageNet's 50,000, or that share of train_images
+    max_steps: int | None = None   # the trainer stops after these optimizer steps
+    eval_every_steps: int | None = None  # validations inside epochs too
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,8 @@ def _check_request(req: PlanRequest, cluster: Cluster) -> None:
     if req.precision not in PRECISIONS:
         raise PlanError(f"precision {req.precision!r} is unknown; expected one of: "
                         f"{', '.join(PRECISIONS)}")
-    for name in ("target_batch", "epochs", "gpus", "per_gpu_batch"):
+    for name in ("target_batch", "epochs", "gpus", "per_gpu_batch", "val_images", "max_steps",
+                 "eval_every_steps"):
         value = getattr(req, name)
         if value is not None and value < 1:
             raise PlanError(f"{name.replace('_', '-')} {value} must be at least 1")
@@ -293,7 +297,9 @@ def make_plan(cluster: Cluster, req: PlanRequest) -> Plan:
                    image_size=req.image_size, ranks=gpus, nodes=nodes,
                    gpus_per_node=per_node, interconnect_gbps=cluster.interconnect_gbps,
                    per_gpu_batch=per_gpu, batches_per_allreduce=k, epochs=req.epochs,
-                   train_images=req.train_images, fp16_allreduce=fp16_allreduce)
+                   train_images=req.train_images, fp16_allreduce=fp16_allreduce,
+                   val_images=req.val_images, max_steps=req.max_steps,
+                   eval_every_steps=req.eval_every_steps)
     usable = cluster.walltime_seconds - cluster.signal_margin_seconds
     jobs = _check_walltime(est, usable, req, cluster, gpus, k > 1)
     return Plan(nodes=nodes, gpus=gpus, gpus_per_node=per_node, per_gpu_batch=per_gpu,

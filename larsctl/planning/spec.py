@@ -19,6 +19,7 @@ job.yaml::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from larsctl.planning.estimate import Estimate
 from larsctl.planning.hardware import CPU
 from larsctl.planning.planner import (OVERRIDABLE, Cluster, Plan, PlanError, PlanRequest, make_plan,
                                       max_per_gpu_batch)
+from trainer.config import BY_NAME as TRAINER_OPTIONS
 from trainer.config import JOB_DEFAULTS
 from trainer.config import resolve as resolve_trainer
 from trainer.errors import BadInput
@@ -39,6 +41,7 @@ from trainer.supervisor.causes import FaultSettings, SettingsError
 PLAN_FLAGS = ("target_batch", "gpus", "per_gpu_batch", "model", "epochs", "precision",
               "lr_rule", *OVERRIDABLE, "name")
 AMP = {"fp32": "off", "fp16": "fp16", "bf16": "bf16"}
+DIGITS_IMAGES = 1797  # scikit-learn's digits (trainer/data/digits): 1,437 train, 360 val
 
 
 class JobSpecError(UserError):
@@ -154,6 +157,18 @@ def _trainer_options(profile: ClusterProfile, plan: Plan, requested: dict) -> di
     return dict(sorted(options.items()))
 
 
+def _val_images(requested: dict) -> int | None:
+    """Validation images of the builtin and synthetic data sets (None: the planner's default)."""
+    if requested.get("data") == "synthetic":
+        length = requested.get("synthetic_length", TRAINER_OPTIONS["synthetic_length"].default)
+        return max(1, length // 5)  # trainer/data _synthetic: an 80/20 split
+    if requested.get("dataset") == "digits":
+        from trainer.data.digits import VAL_FRACTION
+
+        return math.ceil(DIGITS_IMAGES * VAL_FRACTION)  # train_test_split rounds the test share up
+    return None
+
+
 def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | None = None,
                 trainer: dict | None = None, faults: dict | None = None, **flags: Any) -> JobSpec:
     """Plan a job; raises ProfileError/RecipeError/PlanError (all UserError, exit 2).
@@ -203,6 +218,9 @@ def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | Non
         image_size=requested.get("image_size", 224),
         fp16_allreduce=requested.get("fp16_allreduce"),
         checkpoint_every_steps=requested.get("checkpoint_every_steps"),
+        val_images=_val_images(requested),
+        max_steps=requested.get("max_steps"),
+        eval_every_steps=requested.get("eval_every_steps"),
     )
     plan = make_plan(Cluster.of(profile), request)
     name = flags.get("name") or (recipe.name if recipe is not None

@@ -88,7 +88,7 @@ def test_plan_table_names_rules_and_assumptions():
     assert "base LR            32 (2^5)" in out and "legw: 2^2*sqrt(32768/512) = 2^5" in out
     assert "warmup epochs      14" in out and "recipe override (legw gives 10)" in out
     assert "epsilon            0" in out and "recipe override (legw gives 1e-05)" in out
-    assert "Assumptions\n  - throughput 390 img/s per GPU" in out
+    assert "Assumptions\n  - throughput table: 390 img/s per GPU" in out
     assert "ring model 2(N-1)/N*S/B" in out
 
 

@@ -55,13 +55,13 @@ CASES = {
         "or --gpus 8"),
     "walltime_shorter_than_an_epoch": (
         TINY, PlanRequest(512),
-        "one epoch takes ~13m44s (estimate) but a job on tiny may run 5m00s (walltime minus "
+        "one epoch takes ~13m55s (estimate) but a job on tiny may run 5m00s (walltime minus "
         "300s signal margin); suggestion: spread over more GPUs with a smaller --per-gpu-batch "
         "or chain jobs that checkpoint mid-epoch: checkpoint_every_steps: 728 in the recipe's "
         "trainer section"),
     "walltime_shorter_than_an_epoch_while_accumulating": (
         TINY, PlanRequest(1024, gpus=2),
-        "one epoch takes ~27m25s (estimate) but a job on tiny may run 5m00s (walltime minus "
+        "one epoch takes ~27m45s (estimate) but a job on tiny may run 5m00s (walltime minus "
         "300s signal margin); suggestion: use more GPUs (--gpus, up to 8) or chain jobs that "
         "checkpoint mid-epoch: checkpoint_every_steps: 182 in the recipe's trainer section"),
     "walltime_shorter_than_the_checkpoint_interval": (
