@@ -138,8 +138,8 @@ def compare(jobs, as_json):
     """Table of final results sorted by effective batch (the reference README's form).
 
     Columns: job, effective batch, per-GPU batch, base LR, warmup epochs,
-    epsilon, epochs done, last validation top-1.  Without JOB, every job in
-    the registry that has metrics.
+    epsilon, optimizer (the trainer's base_op), epochs done, last validation
+    top-1.  Without JOB, every job in the registry that has metrics.
 
     \b
     Examples:

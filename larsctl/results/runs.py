@@ -1,7 +1,8 @@
 """Read what a job produced: its curves, its settings and its final numbers.
 
 A job directory holds ``job.yaml`` (what was asked), ``tensorboard/`` event
-files and ``metrics.jsonl`` (what happened).  Curves come from the event files
+files and ``metrics.jsonl`` (what happened).  A plain trainer run has no job.yaml:
+its settings come from the config its newest checkpoint carries.  Curves come from the event files
 through TensorBoard's own reader; ``metrics.jsonl`` is the fallback when there
 are none or they lag behind it (and the only source of the step -> epoch
 mapping and of the start/resume events that bound each segment's wall time).
@@ -50,7 +51,7 @@ class Run:
     job_dir: Path
     source: str  # "tensorboard" or "metrics.jsonl"
     curves: dict[str, list[Point]]
-    spec: dict = field(default_factory=dict)  # job.yaml, {} when absent
+    spec: dict = field(default_factory=dict)  # job.yaml; a plain run's {"trainer": config}; or {}
     records: list[dict] = field(default_factory=list)  # metrics.jsonl, deduplicated
 
     # -- settings -----------------------------------------------------------
@@ -166,6 +167,11 @@ def load_run(job_dir: Path, name: str | None = None) -> Run:
     paths = JobPaths(job_dir)
     spec = read_spec(paths.job_yaml)
     records = read_records(paths.metrics, strict=True, error=NoResults)
+    if not spec:  # a plain trainer run: its checkpoints carry its config
+        from larsctl.results.trainer_config import plain_run_config
+
+        config = plain_run_config(job_dir, records)
+        spec = {"trainer": config} if config else {}
     curves, source = read_event_files(paths.tensorboard), "tensorboard"
     from_records = curves_from_records(records)
     # A running job's SummaryWriter flushes every few events or 2 minutes, while

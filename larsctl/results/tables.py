@@ -9,7 +9,7 @@ from larsctl.format import (DASH, duration, integer, number, percent, power_form
                             warmup_form, with_form)
 from larsctl.results.runs import Summary
 
-COLUMNS = ("Job", "Effective batch", "Batch", "Base LR", "Warmup epochs", "Epsilon",
+COLUMNS = ("Job", "Effective batch", "Batch", "Base LR", "Warmup epochs", "Epsilon", "Optimizer",
            "Epochs", "Val accuracy")
 # The HTML report's table: the settings, then every final number.
 REPORT_COLUMNS = ("Job", "Effective batch", "Batch", "Base LR", "Warmup epochs", "Epsilon",
@@ -35,11 +35,11 @@ def warmup(value: float | None) -> str:
 def compare_row(summary: Summary) -> tuple[str, ...]:
     return (summary.name, integer(summary.effective_batch), integer(summary.per_gpu_batch),
             power_of_two(summary.base_lr), warmup(summary.warmup_epochs), number(summary.epsilon),
-            number(summary.epochs, 3), percent(summary.last_val_top1))
+            summary.optimizer or DASH, number(summary.epochs, 3), percent(summary.last_val_top1))
 
 
 def report_row(summary: Summary) -> tuple[str, ...]:
-    return (*compare_row(summary)[:6], summary.optimizer or DASH, integer(summary.gpus),
+    return (*compare_row(summary)[:7], integer(summary.gpus),
             number(summary.epochs, 3), percent(summary.best_val_top1), percent(summary.last_val_top1),
             percent(summary.last_val_top5), duration(summary.wall_time_s), number(summary.gpu_hours, 3))
 
