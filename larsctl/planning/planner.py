@@ -39,6 +39,7 @@ from larsctl.errors import UserError
 from larsctl.format import duration, number, power_form, warmup_form
 from larsctl.planning.estimate import IMAGENET_TRAIN_IMAGES, Estimate, estimate
 from larsctl.planning.hardware import CPU, GPUS, MODELS, PRECISIONS
+from larsctl.planning.measured import Measured
 
 LR_RULES = ("legw", "sqrt", "linear")
 OVERRIDABLE = ("base_lr", "warmup_epochs", "epsilon")
@@ -94,6 +95,7 @@ class PlanRequest:
     val_images: int | None = None  # None: ImageNet's 50,000, or that share of train_images
     max_steps: int | None = None   # the trainer stops after these optimizer steps
     eval_every_steps: int | None = None  # validations inside epochs too
+    measured: Measured | None = None  # finished jobs' images/s on this profile, else the table
 
 
 @dataclass(frozen=True)
@@ -299,7 +301,7 @@ def make_plan(cluster: Cluster, req: PlanRequest) -> Plan:
                    per_gpu_batch=per_gpu, batches_per_allreduce=k, epochs=req.epochs,
                    train_images=req.train_images, fp16_allreduce=fp16_allreduce,
                    val_images=req.val_images, max_steps=req.max_steps,
-                   eval_every_steps=req.eval_every_steps)
+                   eval_every_steps=req.eval_every_steps, measured=req.measured)
     usable = cluster.walltime_seconds - cluster.signal_margin_seconds
     jobs = _check_walltime(est, usable, req, cluster, gpus, k > 1)
     return Plan(nodes=nodes, gpus=gpus, gpus_per_node=per_node, per_gpu_batch=per_gpu,

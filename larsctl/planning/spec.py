@@ -30,6 +30,7 @@ from larsctl.config.recipes import PATH_OPTIONS, Recipe, check_trainer_sets, loa
 from larsctl.errors import UserError
 from larsctl.planning.estimate import Estimate
 from larsctl.planning.hardware import CPU
+from larsctl.planning.measured import measured_throughput
 from larsctl.planning.planner import (OVERRIDABLE, Cluster, Plan, PlanError, PlanRequest, make_plan,
                                       max_per_gpu_batch)
 from trainer.config import BY_NAME as TRAINER_OPTIONS
@@ -195,6 +196,7 @@ def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | Non
         return default
 
     model, precision = pick("model", "resnet50"), pick("precision", "fp32")
+    image_size = requested.get("image_size", 224)
     per_gpu = pick("per_gpu_batch", None)
     target = pick("target_batch", None)
     if target is None and "gpus" in flags:
@@ -215,12 +217,13 @@ def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | Non
         overrides={key: pick(key, None) for key in OVERRIDABLE if pick(key, None) is not None},
         override_from={key: "--" + key.replace("_", "-") for key in OVERRIDABLE if key in flags},
         train_images=pick("train_images", PlanRequest.train_images),
-        image_size=requested.get("image_size", 224),
+        image_size=image_size,
         fp16_allreduce=requested.get("fp16_allreduce"),
         checkpoint_every_steps=requested.get("checkpoint_every_steps"),
         val_images=_val_images(requested),
         max_steps=requested.get("max_steps"),
         eval_every_steps=requested.get("eval_every_steps"),
+        measured=measured_throughput(profile.name, model, image_size, precision),
     )
     plan = make_plan(Cluster.of(profile), request)
     name = flags.get("name") or (recipe.name if recipe is not None
