@@ -46,6 +46,11 @@ GpuType = choices("GpuType", *GPUS)
 # srun: plain srun with the site's MpiDefault (Cray MPICH starts only under srun);
 # srun-pmix: srun --mpi=pmix (Open MPI or MPICH built with PMIx).
 Mpi = choices("Mpi", "openmpi", "mpich", "intelmpi", "mvapich2", "srun", "srun-pmix", "gloo")
+# The network between nodes.  Open MPI's launch line takes its transport from it
+# (larsctl/schedulers/launch.py OPENMPI_TRANSPORTS); the other flavours choose their own.
+# Never derived from interconnect_gbps: 100 Gbit/s may be InfiniBand, RoCE or Ethernet.
+FABRICS = ("tcp", "infiniband", "roce", "omnipath", "aries", "slingshot")
+Fabric = choices("Fabric", *FABRICS)
 Engine = choices("Engine", "horovod", "ddp")
 # gres: #SBATCH --gres=gpu:N; gpus-per-node: #SBATCH --gpus-per-node=N
 GpuDirective = choices("GpuDirective", "gres", "gpus-per-node")
@@ -145,6 +150,7 @@ class ClusterProfile(BaseModel):
     gpu_type: GpuType
     cpus_per_node: int = Field(ge=1)
     interconnect_gbps: float = Field(gt=0)  # per-node injection bandwidth, Gbit/s
+    fabric: Fabric = "tcp"             # the network between nodes (tcp: Ethernet or IPoIB)
     mpi: Mpi
     engine: Engine
     partition: str | None = None       # Slurm partition / PBS queue

@@ -7,9 +7,10 @@ always double-quoted.  ``Launch.argv`` gives a plain argv (only when nothing is
 left to the shell, e.g. the local scheduler); ``Launch.line`` the quoted text.
 
 Per ``mpi`` (engine horovod):
-  openmpi    mpirun -np N -npernode G -bind-to none -map-by slot -x NCCL_DEBUG ... -mca pml ob1
-             -mca btl ^openib (Open MPI reads the Slurm allocation itself and starts its
-             daemons through srun; on PBS without TM it gets -hostfile $PBS_NODEFILE)
+  openmpi    mpirun -np N -npernode G -bind-to none -map-by slot -x NCCL_DEBUG ... plus the
+             transport of the profile's fabric (OPENMPI_TRANSPORTS; e.g. -mca pml ucx on
+             InfiniBand).  Open MPI reads the Slurm allocation itself and starts its
+             daemons through srun; on PBS without TM it gets -hostfile $PBS_NODEFILE
   mpich,     mpiexec -n N -ppn G -genvall -genv NAME VALUE (Hydra reads the Slurm/PBS
   intelmpi   allocation; -f $PBS_NODEFILE on PBS).  -genvall, not -genvlist: with ssh
              bootstrap a list would replace the environment modules set (CUDA_HOME, I_MPI_*...)
@@ -76,6 +77,25 @@ PASS_ENV = ("NCCL_DEBUG", "LD_LIBRARY_PATH", "PATH", "PYTHONPATH", "LARSCTL_DATA
 # What the profile's network_interface is exported as.
 INTERFACE_ENV = ("OMPI_MCA_btl_tcp_if_include", "OMPI_MCA_oob_tcp_if_include", "GLOO_SOCKET_IFNAME",
                  "NCCL_SOCKET_IFNAME")
+# Open MPI's transport per profile fabric, as Open MPI's documentation gives it (v5.0.x pages
+# under docs.open-mpi.org/en/v5.0.x/, v4 FAQ at www.open-mpi.org/faq/).  Each word set works
+# with Open MPI 4.1 and 5.0: "vader" is 5.0's alias of its renamed "sm" BTL (4.1 knows only
+# vader), and excluding a BTL that 5.0 no longer ships (^openib) is allowed.
+OPENMPI_TRANSPORTS: dict[str, tuple[str, ...]] = {
+    # tuning-apps/networking/tcp.html ("mpirun --mca pml ob1 --mca btl tcp,sm,self") and
+    # shared-memory.html (vader = sm); v4 FAQ category=tcp
+    "tcp": ("-mca", "pml", "ob1", "-mca", "btl", "tcp,self,vader"),
+    # tuning-apps/networking/ib-and-roce.html: InfiniBand and RoCE go through the UCX PML;
+    # v4 FAQ category=openfabrics: 4.x still builds the deprecated openib BTL, kept out with ^openib
+    "infiniband": ("-mca", "pml", "ucx", "-mca", "btl", "^openib"),
+    "roce": ("-mca", "pml", "ucx", "-mca", "btl", "^openib"),
+    # release-notes/networks.html: Omni-Path PSM2 is an MTL of the cm PML; v4 FAQ category=opa (-mca mtl psm2)
+    "omnipath": ("-mca", "pml", "cm", "-mca", "mtl", "psm2"),
+    # release-notes/networks.html: ob1's ugni BTL drives Cray Gemini/Aries
+    "aries": ("-mca", "pml", "ob1", "-mca", "btl", "ugni,self,vader"),
+    # tuning-apps/networking/ofi.html: HPE Slingshot 11 through libfabric, the ofi MTL of the cm PML
+    "slingshot": ("-mca", "pml", "cm", "-mca", "mtl", "ofi"),
+}
 HOSTS_VAR = "LARSCTL_HOSTS"    # host1:G,host2:G (horovodrun -H)
 MASTER_VAR = "LARSCTL_MASTER"  # first host (torchrun rendezvous)
 
@@ -157,7 +177,7 @@ def _openmpi(n: int, per_node: int, profile, scheduler: str) -> list:
     words = ["mpirun", "-np", n, "-npernode", per_node, "-bind-to", "none", "-map-by", "slot"]
     for name in _mpi_env_names(profile):
         words += ["-x", name]
-    words += ["-mca", "pml", "ob1", "-mca", "btl", "^openib"]
+    words += OPENMPI_TRANSPORTS[value_of(profile.fabric)]
     if scheduler == "pbs":
         words += ["-hostfile", Shell('"$PBS_NODEFILE"')]
     if value_of(profile.gpu_type) == "cpu":

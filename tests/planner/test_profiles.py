@@ -36,6 +36,9 @@ SCHEMA_ERRORS = {
     "constraint_on_pbs": ({1: "scheduler: pbs"}, ["constraint: gpu"],
                           "12: constraint: applies to scheduler slurm only (PBS: put node features in "
                           "directives) (got 'gpu')"),
+    "fabric": ({}, ["fabric: ib"],
+               "12: fabric: expected 'tcp', 'infiniband', 'roce', 'omnipath', 'aries' or 'slingshot' "
+               "(got 'ib')"),
     "engine": ({8: "engine: tensorflow"}, [],
                "9: engine: expected 'horovod' or 'ddp' (got 'tensorflow')"),
     "walltime": ({9: 'walltime: "48:00"'}, [],
@@ -54,7 +57,7 @@ SCHEMA_ERRORS = {
                  "(got '1BAD')"),
     "unknown_key": ({}, ["foo: 1"],
                     "12: foo: unknown key; expected one of: name, description, scheduler, nodes, "
-                    "gpus_per_node, gpu_type, cpus_per_node, interconnect_gbps, mpi, engine, "
+                    "gpus_per_node, gpu_type, cpus_per_node, interconnect_gbps, fabric, mpi, engine, "
                     "partition, account, constraint, directives, network_interface, walltime, "
                     "signal_margin, gpu_directive, modules, env, venv, container, workdir, python, faults (got 1)"),
     "missing": ({4: "# no gpu_type"}, [], "1: gpu_type: missing required field"),
@@ -123,6 +126,9 @@ def test_shipped_profiles_are_valid_and_complete():
     assert (by_name["slurm-p100"].gpus_per_node, by_name["slurm-p100"].gpu_type) == (1, "P100-16GB")
     assert by_name["pbs-v100"].scheduler == "pbs"
     assert by_name["pbs-v100"].container.runtime == "singularity"
+    # fabric: what each cluster's network between nodes is (Open MPI's launch line follows it)
+    assert {name: p.fabric for name, p in by_name.items()} == {
+        "local": "tcp", "pbs-v100": "infiniband", "slurm-p100": "aries", "slurm-v100": "infiniband"}
     for name in names[1:]:  # the three examples say they are examples to copy
         assert "EXAMPLE to copy" in (shipped_dir() / f"{name}.yaml").read_text()
 

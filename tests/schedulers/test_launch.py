@@ -23,8 +23,36 @@ def test_openmpi_line_has_the_documented_flags(support):
                           "-bind-to", "none", "-map-by", "slot", "-x"]
     for name in ("NCCL_DEBUG", "LD_LIBRARY_PATH", "PATH", "OMP_NUM_THREADS"):
         assert words[words.index(name) - 1] == "-x"
-    assert " -mca pml ob1 -mca btl '^openib' " in launch.line
+    assert " -mca pml ob1 -mca btl tcp,self,vader " in launch.line  # fabric tcp, the default
     assert words[-6:] == ["-m", "trainer", "--config", "/runs/a b/job.yaml", "--out-dir", "/runs/a b"]
+
+
+# fabric -> the transport words Open MPI's documentation gives for it (launch.py cites the pages)
+OPENMPI_TRANSPORTS = {
+    "tcp": "-mca pml ob1 -mca btl tcp,self,vader",
+    "infiniband": "-mca pml ucx -mca btl '^openib'",
+    "roce": "-mca pml ucx -mca btl '^openib'",
+    "omnipath": "-mca pml cm -mca mtl psm2",
+    "aries": "-mca pml ob1 -mca btl ugni,self,vader",
+    "slingshot": "-mca pml cm -mca mtl ofi",
+}
+
+
+@pytest.mark.parametrize("fabric", sorted(OPENMPI_TRANSPORTS))
+@pytest.mark.parametrize("engine", ["horovod", "ddp"])
+def test_openmpi_transport_follows_the_fabric(support, fabric, engine):
+    profile = ClusterProfile.model_validate({
+        **support.local_profile(scheduler="pbs", mpi="openmpi", engine=engine, nodes=4, gpus_per_node=2,
+                                gpu_type="V100-16GB").to_dict(), "fabric": fabric})
+    line = build_launch(profile, support.big_spec(profile).plan, "/w", job_id="j1").line
+    assert f" {OPENMPI_TRANSPORTS[fabric]} " in line  # ddp: the mpirun that starts one torchrun per node
+    assert line.count("-mca pml") == 1 and line.count("-mca btl") <= 1
+
+
+def test_every_fabric_has_an_openmpi_transport_and_tcp_is_the_default(support):
+    from larsctl.config.profiles import FABRICS
+    assert sorted(FABRICS) == sorted(OPENMPI_TRANSPORTS)
+    assert support.local_profile().fabric == "tcp"
 
 
 @pytest.mark.parametrize("mpi", ["mpich", "intelmpi", "mvapich2"])
