@@ -35,6 +35,9 @@ def clusters() -> None:
 def list_cmd(as_json: bool) -> None:
     """List every profile (user files override shipped ones of the same name).
 
+    A file that does not load is a warning on stderr naming its file, line and field,
+    and the profile it may define is left out (larsctl clusters validate checks it).
+
     \b
     Example:
       larsctl clusters list --json

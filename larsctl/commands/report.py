@@ -95,6 +95,10 @@ def report(jobs, out, metrics, size, dpi, smoothing, table, as_json):
     One line per job, against epochs, with the legend "B=<effective batch>
     <optimizer>".  Curves come from the jobs' TensorBoard event files, or from
     metrics.jsonl when there are none (or they lag behind a running job).
+    Every panel marks each restart (a new segment), labelled with why the run
+    before it ended and, where the shape changed, the shapes before -> after,
+    and the end of the learning-rate warmup; the jobs' segments are listed
+    below the figure (HTML) and after the "wrote" line.
 
     \b
     Examples:
@@ -122,13 +126,38 @@ def report(jobs, out, metrics, size, dpi, smoothing, table, as_json):
     png = plots.png_bytes(fig)
     summaries = [run.summary() for run in runs]
     if out.suffix.lower() == ".html":
-        atomic_write(out, plots.html_page(png, summaries))
+        atomic_write(out, plots.html_page(png, summaries, runs=runs))
     else:
         atomic_write(out, png)
     if as_json:
-        click.echo(json.dumps({"out": str(out), "jobs": [s.to_dict() for s in summaries]}, indent=2))
+        jobs_json = [{**s.to_dict(), **_restarts_json(run)} for s, run in zip(summaries, runs)]
+        click.echo(json.dumps({"out": str(out), "jobs": jobs_json}, indent=2))
     else:
         click.echo(f"wrote {out} ({size[0]}x{size[1]} px, {len(runs)} job{'s' * (len(runs) != 1)})")
+        _echo_restarts(runs)
+
+
+def _restarts_json(run: Run) -> dict:
+    """A job's segments and the markers drawn for it (restarts, the end of warmup)."""
+    from larsctl.results.markers import run_markers
+
+    return {"segments": [seg.to_dict() for seg in run.segments],
+            "markers": [{"step": m.step, "kind": m.kind, "label": m.label, "shape": m.shape or None}
+                        for m in run_markers(run)]}
+
+
+def _echo_restarts(runs: list[Run]) -> None:
+    """Each job's segments (as under the HTML figure); a run without segment records: its restarts."""
+    from larsctl.results.markers import WARMUP, run_markers
+
+    for run in runs:
+        if run.segments:
+            click.echo(f"\n{run.name}: {len(run.segments)} segment{'s' * (len(run.segments) != 1)}")
+            click.echo(tables.segment_table(run.segments))
+            continue
+        restarts = [m for m in run_markers(run) if m.kind != WARMUP]
+        if restarts:
+            click.echo(f"\n{run.name}: {tables.restarts_line(restarts)}")
 
 
 @click.command()

@@ -21,6 +21,7 @@ from larsctl.errors import UserError
 from larsctl.config.env import config_dir, expand_path
 from larsctl.config.yamlio import load_model
 from larsctl.planning.hardware import GPUS
+from larsctl.planning.walltime import DEFAULT_FACTOR, DEFAULT_MINIMUM_SECONDS
 from trainer.supervisor.causes import FaultSettings, SettingsError
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -119,6 +120,12 @@ def _parse_margin(value: object) -> object:
     return value
 
 
+def _margin_mapping(value: object) -> object:
+    if not isinstance(value, (dict, BaseModel)):
+        raise ValueError("expected a mapping with factor and minimum")
+    return value
+
+
 Name = Annotated[str, AfterValidator(_check_name)]
 EnvName = Annotated[str, AfterValidator(_check_env_name)]
 Walltime = Annotated[str, AfterValidator(_check_walltime)]
@@ -126,6 +133,18 @@ Interface = Annotated[str, AfterValidator(_check_interface)]
 Directive = Annotated[str, AfterValidator(_check_directive)]
 Seconds = Annotated[int, BeforeValidator(_parse_margin), Field(ge=0)]
 Faults = Annotated[dict, AfterValidator(_check_faults)]
+
+
+class WalltimeMargin(BaseModel):
+    """What a job asks for beyond its estimate: max(estimate x factor, estimate + minimum)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    factor: float = Field(DEFAULT_FACTOR, ge=1)
+    minimum: Seconds = DEFAULT_MINIMUM_SECONDS
+
+
+Margin = Annotated[WalltimeMargin, BeforeValidator(_margin_mapping)]
 
 
 class Container(BaseModel):
@@ -162,6 +181,9 @@ class ClusterProfile(BaseModel):
     network_interface: Interface | None = None
     walltime: Walltime
     signal_margin: Seconds = DEFAULT_SIGNAL_MARGIN
+    # Each job asks for its estimate with this margin plus signal_margin, at most walltime
+    # (larsctl/planning/walltime.py).
+    walltime_margin: Margin = WalltimeMargin()
     gpu_directive: GpuDirective = "gres"
     modules: list[str] = []
     env: dict[EnvName, str] = {}

@@ -13,10 +13,12 @@ import io
 from dataclasses import dataclass
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.transforms import offset_copy
 
-from larsctl.results import tables
+from larsctl.results import markers, tables
 from larsctl.results.runs import TAGS, Run, Summary
 
 
@@ -131,8 +133,13 @@ def build_figure(runs: list[Run], panels: tuple[Panel, ...], width_px: int, heig
                 _draw_curve(ax, panel, curve, run, label, colour, by_epoch, smoothing)
     for ax, panel in zip(axes, panels):
         _dress(ax, panel, by_epoch)
+    kinds = _draw_markers(fig, axes[:len(panels)], runs, colours, by_epoch)
     fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 6),
                frameon=False)
+    if kinds:  # say which marker style is which
+        fig.legend(handles=[Line2D([], [], color="0.3", label=_MARKER_LEGEND[kind], **_line_style(kind))
+                            for kind in _MARKER_LEGEND if kind in kinds],
+                   loc="outside lower center", ncols=3, frameon=False, fontsize="small")
     return fig
 
 
@@ -178,6 +185,62 @@ def _dress(ax, panel: Panel, by_epoch: bool) -> None:
                            for c in panel.curves], loc="best", fontsize="small")
 
 
+# Restarts, restarts with a new shape and the end of warmup: vertical lines in the job's
+# colour on every panel, each labelled small and rotated at the top of the panel.
+_MARKER_STYLE = {markers.RESTART: ((0, (4, 3)), 0.9, 0.75), markers.RESHAPE: ("-.", 1.8, 0.95),
+                 markers.WARMUP: (":", 1.2, 0.8)}  # line style, width, alpha
+_MARKER_LEGEND = {markers.RESTART: "restart (labelled: why the run before it ended)",
+                  markers.RESHAPE: "restart with a new shape (before -> after)",
+                  markers.WARMUP: "end of the learning-rate warmup"}
+_MARKER_FONT_PT = 6.5
+
+
+def _line_style(kind: str) -> dict:
+    style, width, alpha = _MARKER_STYLE[kind]
+    return {"ls": style, "lw": width, "alpha": alpha}
+
+
+def _draw_markers(fig: Figure, axes, runs: list[Run], colours: list[str], by_epoch: bool) -> set[str]:
+    """Every run's markers on every panel, at the x its curves use; the kinds drawn.
+
+    A marker past the run's last step (a warmup it never finished) is not drawn."""
+    placed = []  # (x, marker, colour)
+    for index, run in enumerate(runs):
+        spe = run.steps_per_epoch if by_epoch else None
+        for marker in markers.run_markers(run):
+            if marker.step <= run.last_step:
+                placed.append((marker.step / spe if spe else marker.step, marker, colours[index % len(colours)]))
+    for ax in axes:
+        for x, marker, colour in placed:
+            style, width, alpha = _MARKER_STYLE[marker.kind]
+            ax.add_collection(LineCollection([[(x, 0), (x, 1)]], transform=ax.get_xaxis_transform(),
+                                             colors=colour, linestyles=[style], linewidths=width, alpha=alpha,
+                                             zorder=1.5, gid=marker.kind), autolim=False)
+        _label_markers(fig, ax, placed)
+    return {marker.kind for _, marker, _ in placed}
+
+
+def _label_markers(fig: Figure, ax, placed: list) -> None:
+    """One small rotated label per cluster of markers closer than a label's height: the
+    cluster's first (a reshape first), with "(+N)" for the others; the table lists them all."""
+    low, high = ax.get_xlim()
+    width_px = 0.8 * ax.get_position().width * fig.get_figwidth() * fig.dpi  # before the layout shrinks it
+    gap = (high - low) * 1.5 * _MARKER_FONT_PT * fig.dpi / 72 / max(width_px, 1.0)
+    clusters: list[list] = []
+    for item in sorted((p for p in placed if low <= p[0] <= high), key=lambda p: p[0]):
+        if clusters and item[0] - clusters[-1][0][0] < gap:
+            clusters[-1].append(item)
+        else:
+            clusters.append([item])
+    beside = offset_copy(ax.get_xaxis_transform(), fig, x=-1.5, units="points")  # just left of the line
+    for cluster in clusters:
+        x, marker, colour = next((p for p in cluster if p[1].kind == markers.RESHAPE), cluster[0])
+        more = f" (+{len(cluster) - 1})" if len(cluster) > 1 else ""
+        ax.text(x, 0.98, marker.text + more, transform=beside, rotation=90, ha="right", va="top",
+                fontsize=_MARKER_FONT_PT, color=colour, clip_on=True, gid=f"{marker.kind}-label",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.6, "pad": 0.5})
+
+
 def png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     # No bbox_inches="tight": it would change the pixel size the user asked for.
@@ -185,13 +248,11 @@ def png_bytes(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def html_page(png: bytes, summaries: list[Summary], title: str = "larsctl report") -> str:
-    """A self-contained page: the figure (embedded) and the table of final numbers."""
-    header = tables.REPORT_COLUMNS
+def html_page(png: bytes, summaries: list[Summary], title: str = "larsctl report",
+              runs: list[Run] = ()) -> str:
+    """A self-contained page: the figure (embedded), the table of final numbers and, per job of
+    ``runs`` that restarted, its segments (or, without segment records, its restarts)."""
     rows = [tables.report_row(s) for s in tables.sort_by_batch(summaries)]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                     for row in rows)
     image = base64.b64encode(png).decode("ascii")
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -205,20 +266,40 @@ table {{ border-collapse: collapse; margin-top: 1.5em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }}
 th {{ background: #f3f3f3; }}
 td:first-child, th:first-child {{ text-align: left; }}
+table.segments {{ font-size: small; margin-top: 0.5em; }}
+table.segments td:last-child {{ text-align: left; }}
+h2 {{ font-size: 1em; margin-top: 1.5em; }}
 </style>
 </head>
 <body>
 <h1>{html.escape(title)}</h1>
 <img alt="training curves" src="data:image/png;base64,{image}">
-<table>
-<thead><tr>{head}</tr></thead>
-<tbody>
-{body}
-</tbody>
-</table>
+{_html_table(tables.REPORT_COLUMNS, rows)}
+{_segments_html(runs)}
 </body>
 </html>
 """
+
+
+def _html_table(header, rows, css_class: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    attribute = f' class="{css_class}"' if css_class else ""
+    return f"<table{attribute}>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+def _segments_html(runs: list[Run]) -> str:
+    parts = []
+    for run in runs:
+        if run.segments:
+            parts.append(f"<h2>Segments of {html.escape(run.name)}</h2>\n"
+                         + _html_table(tables.SEGMENT_COLUMNS, [tables.segment_row(s) for s in run.segments],
+                                       "segments"))
+        elif not run.segments:
+            restarts = [m for m in markers.run_markers(run) if m.kind != markers.WARMUP]
+            if restarts:
+                parts.append(f"<p>{html.escape(run.name)}: {html.escape(tables.restarts_line(restarts))}</p>")
+    return "\n".join(parts)
 
 
 def _colours() -> list[str]:

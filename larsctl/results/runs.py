@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from larsctl.errors import UserError
@@ -106,6 +107,17 @@ class Run:
             if record.get("kind") == "train" and record.get("steps_per_epoch"):
                 return int(record["steps_per_epoch"])
         return None
+
+    @cached_property
+    def segments(self) -> list:
+        """The job's segments (larsctl.jobs.segments), oldest first; [] without attempts/ records."""
+        from larsctl.results.markers import read_segments
+
+        return read_segments(self.job_dir)
+
+    @property
+    def last_step(self) -> int:
+        return max(_last_step(self.curves), 0)
 
     @property
     def label(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from larsctl.format import (DASH, duration, integer, number, percent, power_form, render_table,
                             warmup_form, with_form)
+from larsctl.results.markers import Marker
 from larsctl.results.runs import Summary
 
 COLUMNS = ("Job", "Effective batch", "Batch", "Base LR", "Warmup epochs", "Epsilon", "Optimizer",
@@ -15,6 +16,8 @@ COLUMNS = ("Job", "Effective batch", "Batch", "Base LR", "Warmup epochs", "Epsil
 REPORT_COLUMNS = ("Job", "Effective batch", "Batch", "Base LR", "Warmup epochs", "Epsilon",
                   "Optimizer", "GPUs", "Epochs", "Best val top-1", "Last val top-1", "Last val top-5",
                   "Wall time", "GPU-hours")
+# A job's segments (larsctl.jobs.segments), under the report's figure and in its text summary.
+SEGMENT_COLUMNS = ("Segment", "Shape", "Steps", "Cause", "Detail")
 
 
 def sort_by_batch(summaries: list[Summary]) -> list[Summary]:
@@ -46,3 +49,23 @@ def report_row(summary: Summary) -> tuple[str, ...]:
 
 def compare_table(summaries: list[Summary]) -> str:
     return render_table(COLUMNS, [compare_row(s) for s in sort_by_batch(summaries)], markdown=True)
+
+
+def segment_row(segment) -> tuple[str, ...]:
+    """Number, shape (nodes x GPUs per node x per-GPU batch x accumulation), first-last step,
+    cause (``running`` while it runs) and the one-line detail of a Segment."""
+    steps = DASH
+    if segment.last_step is not None:
+        steps = f"{'?' if segment.first_step is None else segment.first_step}-{segment.last_step}"
+    return (str(segment.number), segment.shape_text, steps, segment.cause or "running", segment.detail)
+
+
+def segment_table(segments: list) -> str:
+    return render_table(SEGMENT_COLUMNS, [segment_row(s) for s in segments])
+
+
+def restarts_line(restarts: list[Marker]) -> str:
+    """``restarted at step 7 (preempted), step 12 (restart; 2x16x1 -> 1x16x2)``: a run without
+    segment records, from its resume events."""
+    return "restarted at " + ", ".join(
+        f"step {m.step} ({m.label}{'; ' + m.shape if m.shape else ''})" for m in restarts)

@@ -166,24 +166,6 @@ def test_load_by_path_and_unknown_name(user_profile, larsctl_dirs):
         f"slurm-v100 (or add {larsctl_dirs['config'] / 'clusters' / 'nosuch.yaml'})")
 
 
-def test_a_broken_user_file_is_reported_not_skipped(user_profile):
-    # It may be the override the user meant; silently using the shipped profile would hide it.
-    path = user_profile(text="name: [broken\n", filename="broken.yaml")
-    for call in (lambda: load_profile("local"), list_profiles):
-        with pytest.raises(ProfileError) as info:
-            call()
-        assert info.value.message == (f"{path}:2: YAML syntax error: expected ',' or ']', "
-                                      "but got '<stream end>'")
-
-
-def test_duplicate_names_in_one_directory(user_profile):
-    first = user_profile(name="twin", filename="a.yaml")
-    second = user_profile(name="twin", filename="b.yaml")
-    with pytest.raises(ProfileError) as info:
-        list_profiles()
-    assert info.value.message == f"{second}:1: name: 'twin' is already defined in {first}"
-
-
 def test_local_workdir_expands_larsctl_home(larsctl_dirs):
     assert load_profile("local").expanded_workdir() == larsctl_dirs["home"] / "runs"
     assert expand_path("~/x").startswith("/")
