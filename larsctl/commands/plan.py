@@ -9,6 +9,7 @@ from larsctl.commands.options import job_options, resolve_spec
 from larsctl.format import duration, power_form, warmup_form, with_form
 from larsctl.planning.hardware import CPU
 from larsctl.planning.spec import JobSpec
+from larsctl.planning.walltime import job_walltime
 
 
 def estimate_lines(spec: JobSpec, unit: str) -> list[str]:
@@ -45,16 +46,16 @@ def render(spec: JobSpec) -> str:
         ("epsilon", f"{plan.epsilon:g}", plan.rules["epsilon"]),
         ("epochs", str(plan.epochs), f"model {plan.model}, precision {plan.precision}"),
     ]
-    usable = profile.walltime_seconds - profile.signal_margin_seconds
     lines = [f"Plan {spec.name} on {profile.name} ({profile.scheduler}, {profile.nodes} node(s) x "
              f"{profile.gpus_per_node} {profile.gpu_type}), LR rule {plan.lr_rule}"]
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
     lines += [f"  {k.ljust(width)}  {v.ljust(value_width)}  {why}" for k, v, why in rows]
+    wt = job_walltime(spec)
     lines += estimate_lines(spec, unit)
     lines += [
-        f"  jobs {plan.jobs_needed} (walltime {profile.walltime} less "
-        f"{profile.signal_margin_seconds}s signal margin = {duration(usable)} each)",
+        "Walltime",
+        f"  request {wt.text} per job, {wt.jobs} job{'s' if wt.jobs > 1 else ''}: {wt.reason}",
         "Assumptions",
     ]
     lines += [f"  - {text}" for text in est.assumptions]

@@ -40,6 +40,8 @@ from larsctl.format import duration, number, power_form, warmup_form
 from larsctl.planning.estimate import IMAGENET_TRAIN_IMAGES, Estimate, estimate
 from larsctl.planning.hardware import CPU, GPUS, MODELS, PRECISIONS
 from larsctl.planning.measured import Measured
+from larsctl.planning.walltime import (DEFAULT_FACTOR, DEFAULT_MINIMUM_SECONDS, Walltime,
+                                       request_walltime)
 
 LR_RULES = ("legw", "sqrt", "linear")
 OVERRIDABLE = ("base_lr", "warmup_epochs", "epsilon")
@@ -65,12 +67,17 @@ class Cluster:
     interconnect_gbps: float
     walltime_seconds: int
     signal_margin_seconds: int
+    walltime_factor: float = DEFAULT_FACTOR            # profile walltime_margin.factor
+    walltime_minimum_seconds: int = DEFAULT_MINIMUM_SECONDS  # profile walltime_margin.minimum
+    walltime: str | None = None                        # the profile's own form of walltime_seconds
 
     @classmethod
     def of(cls, profile) -> Cluster:
+        margin = profile.walltime_margin
         return cls(profile.name, profile.nodes, profile.gpus_per_node, profile.gpu_type,
                    profile.interconnect_gbps, profile.walltime_seconds,
-                   profile.signal_margin_seconds)
+                   profile.signal_margin_seconds, margin.factor, margin.minimum,
+                   profile.walltime)
 
     @property
     def max_gpus(self) -> int:
@@ -116,6 +123,7 @@ class Plan:
     precision: str = "fp32"
     epochs: int = 90
     jobs_needed: int = 1
+    walltime: Walltime | None = None  # what each job asks for; None in job.yaml from before
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -302,19 +310,25 @@ def make_plan(cluster: Cluster, req: PlanRequest) -> Plan:
                    train_images=req.train_images, fp16_allreduce=fp16_allreduce,
                    val_images=req.val_images, max_steps=req.max_steps,
                    eval_every_steps=req.eval_every_steps, measured=req.measured)
-    usable = cluster.walltime_seconds - cluster.signal_margin_seconds
-    jobs = _check_walltime(est, usable, req, cluster, gpus, k > 1)
+    _check_walltime(est, req, cluster, gpus, k > 1)
+    walltime = request_walltime(
+        work_seconds=est.work_seconds, startup_seconds=est.startup_seconds,
+        maximum_seconds=cluster.walltime_seconds, maximum_text=cluster.walltime,
+        signal_margin_seconds=cluster.signal_margin_seconds, factor=cluster.walltime_factor,
+        minimum_seconds=cluster.walltime_minimum_seconds)
     return Plan(nodes=nodes, gpus=gpus, gpus_per_node=per_node, per_gpu_batch=per_gpu,
                 batches_per_allreduce=k, effective_batch=target,
                 base_lr=chosen["base_lr"], warmup_epochs=chosen["warmup_epochs"],
                 epsilon=chosen["epsilon"], lr_rule=req.lr_rule, rules=rules, estimate=est,
                 model=req.model, precision=req.precision, epochs=req.epochs,
-                jobs_needed=jobs)
+                jobs_needed=walltime.jobs, walltime=walltime)
 
 
-def _check_walltime(est: Estimate, usable: int, req: PlanRequest, cluster: Cluster,
-                    gpus: int, accumulating: bool) -> int:
-    """Number of chained jobs; PlanError if not even one chunk of work fits."""
+def _check_walltime(est: Estimate, req: PlanRequest, cluster: Cluster, gpus: int,
+                    accumulating: bool) -> None:
+    """PlanError if not even one chunk of work (an epoch, or the steps between
+    checkpoints) fits in a job."""
+    usable = cluster.walltime_seconds - cluster.signal_margin_seconds
     if req.checkpoint_every_steps:
         chunk = req.checkpoint_every_steps * est.step_seconds
         if chunk > usable:
@@ -323,7 +337,7 @@ def _check_walltime(est: Estimate, usable: int, req: PlanRequest, cluster: Clust
                 f"{req.checkpoint_every_steps} steps between checkpoints take "
                 f"~{duration(chunk)} but a job may run {duration(usable)}; "
                 f"suggestion: checkpoint_every_steps: {steps} in the recipe's trainer section")
-        return max(1, math.ceil(est.total_seconds / usable))
+        return
     if est.epoch_seconds > usable:
         steps = max(1, int(usable * 0.8 / est.step_seconds))
         more = ""
@@ -336,4 +350,3 @@ def _check_walltime(est: Estimate, usable: int, req: PlanRequest, cluster: Clust
             f"{cluster.signal_margin_seconds}s signal margin); suggestion: {more}chain jobs "
             f"that checkpoint mid-epoch: checkpoint_every_steps: {steps} in the recipe's "
             "trainer section")
-    return max(1, math.ceil(est.total_seconds / usable))

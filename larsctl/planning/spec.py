@@ -33,6 +33,7 @@ from larsctl.planning.hardware import CPU
 from larsctl.planning.measured import measured_throughput
 from larsctl.planning.planner import (OVERRIDABLE, Cluster, Plan, PlanError, PlanRequest, make_plan,
                                       max_per_gpu_batch)
+from larsctl.planning.walltime import Walltime
 from trainer.config import BY_NAME as TRAINER_OPTIONS
 from trainer.config import JOB_DEFAULTS
 from trainer.config import resolve as resolve_trainer
@@ -98,10 +99,13 @@ class JobSpec:
             job, plan = data["job"], dict(data["plan"])
             estimate = dict(plan.pop("estimate"))
             estimate["assumptions"] = tuple(estimate.get("assumptions", ()))
+            walltime = plan.pop("walltime", None)  # absent in job.yaml from before requests
             recipe = job.get("recipe")
             return cls(name=job["name"], profile=ClusterProfile.model_validate(data["cluster"]),
                        recipe=Path(recipe) if recipe else None,
-                       plan=Plan(**plan, estimate=Estimate(**estimate)), trainer=dict(data["trainer"]),
+                       plan=Plan(**plan, estimate=Estimate(**estimate),
+                                 walltime=Walltime(**walltime) if walltime else None),
+                       trainer=dict(data["trainer"]),
                        faults=FaultSettings.from_dict(data.get("faults"), f"{source}: faults"))
         except KeyError as exc:
             raise JobSpecError(f"{source}: not a larsctl job spec: missing {exc}") from None

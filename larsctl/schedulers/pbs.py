@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from larsctl.schedulers.launch import build_launch, value_of
-from larsctl.config.profiles import walltime_seconds
+from larsctl.planning.walltime import job_walltime
 from larsctl.schedulers.base import BatchRequest, CommandLineScheduler, JobInfo, SchedulerError
 from larsctl.jobs.paths import JobPaths
 from larsctl.jobs.states import JobState
@@ -82,7 +82,7 @@ def directives(spec, job_dir: Path, *, segment: int, segments: int) -> list[str]
     name = spec.name if segments == 1 else f"{spec.name}.{segment + 1}of{segments}"
     # A directory: PBS writes <name>.o<seq> there, one file per run (requeues included).
     logs = str(JobPaths(job_dir).logs) + "/"
-    opts = [("-N", _job_name(name)), ("-j", "oe"), ("-l", select), ("-l", f"walltime={p.walltime}"),
+    opts = [("-N", _job_name(name)), ("-j", "oe"), ("-l", select), ("-l", f"walltime={job_walltime(spec).text}"),
             ("-o", logs), ("-r", "y")]
     if p.partition:
         opts.append(("-q", p.partition))
@@ -118,7 +118,7 @@ def render(spec, job_dir: Path, script_path: Path, *, job_id: str, segment: int 
     header = ["#!/bin/bash", FILE_DIRECTIVE,
               f"# larsctl job {directive_value(job_id, 'job id')} segment {segment + 1} of {segments}",
               *directives(spec, job_dir, segment=segment, segments=segments)]
-    seconds = max(1, walltime_seconds(p.walltime) - int(p.signal_margin_seconds))
+    seconds = max(1, job_walltime(spec).seconds - int(p.signal_margin_seconds))
     before, after = timer_lines(seconds)
     # PBS spools stdout until the job ends; a file in logs/ can be followed while it runs.
     log = JobPaths(job_dir).pbs_log("${PBS_JOBID:-interactive}")

@@ -28,6 +28,7 @@ from submitit.slurm.slurm import SlurmInfoWatcher
 from larsctl.schedulers.launch import build_launch, value_of
 from larsctl.schedulers.base import BatchRequest, CommandLineScheduler, JobInfo, SchedulerError
 from larsctl.jobs.paths import JobPaths
+from larsctl.planning.walltime import job_walltime
 from larsctl.jobs.states import JobState
 from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, extra_directives, restart_record
 from trainer.supervisor.causes import SLURM_END_CAUSES
@@ -92,7 +93,7 @@ def directives(spec, job_dir: Path, *, job_id: str, segment: int, segments: int)
         "nodes": plan.nodes,
         "ntasks-per-node": tasks,
         "cpus-per-task": max(1, p.cpus_per_node // tasks),
-        "time": p.walltime,
+        "time": job_walltime(spec).text,  # the estimate with margin, at most p.walltime
         "signal": f"B:USR2@{_margin(p.signal_margin_seconds)}",
         "requeue": None,
         "open-mode": "append",

@@ -71,7 +71,7 @@ def test_sbatch_directives_sorted_and_complete(support):
     assert names == sorted(names)
     text = "\n".join(directives)
     for expected in ("--nodes=2", "--ntasks-per-node=8", "--gres=gpu:8", "--cpus-per-task=5",
-                     "--partition=gpu", "--account=proj-lars", "--time=12:00:00", "--signal=B:USR2@300",
+                     "--partition=gpu", "--account=proj-lars", "--time=00:25:00", "--signal=B:USR2@300",
                      "--requeue", "--open-mode=append",
                      "--output=/scratch/runs/20260101-000000-demo/logs/slurm-%j.out"):
         assert expected in text
@@ -90,10 +90,10 @@ def test_gpus_per_node_directive_and_no_gpu_lines_for_cpu(support):
 def test_pbs_directives(support):
     profile = support.load_profile(support.PROFILES / "pbs-a100-mpich.yaml")
     script = _request(support, profile).script
-    for expected in ("#PBS -N resnet50-lars-4k", "#PBS -l select=2:ncpus=64:ngpus=4:mpiprocs=4", "#PBS -l walltime=06:00:00",
+    for expected in ("#PBS -N resnet50-lars-4k", "#PBS -l select=2:ncpus=64:ngpus=4:mpiprocs=4", "#PBS -l walltime=00:24:00",
                      "#PBS -q workq", "#PBS -P P12345", "#PBS -j oe", "#PBS -r y"):
         assert expected in script
-    assert "larsctl_timer 21300 &" in script  # 6 h minus the 300 s margin
+    assert "larsctl_timer 1140 &" in script  # the 24 min asked for minus the 300 s margin
 
 
 def test_chain_segments_get_their_own_script_and_name(support):
