@@ -4,12 +4,15 @@ Shipped profiles live in ``clusters/`` at the repository root (installs are
 editable); user profiles in ``$LARSCTL_CONFIG_DIR/clusters`` (default
 ``~/.config/larsctl/clusters``) override shipped ones with the same ``name``.
 Every problem is one line: ``<file>:<line>: <field>: <what was expected> (got <value>)``.
+A file that does not load is a warning for every command and the error of any command
+that uses the profile it may define (by its file name or its ``name:`` line).
 """
 from __future__ import annotations
 
 import enum
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +20,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       PrivateAttr, ValidationInfo, field_validator)
 
 import larsctl
-from larsctl.errors import UserError
+from larsctl.errors import UserError, warn
 from larsctl.config.env import config_dir, expand_path
 from larsctl.config.yamlio import load_model
 from larsctl.planning.hardware import GPUS
@@ -25,6 +28,7 @@ from larsctl.planning.walltime import DEFAULT_FACTOR, DEFAULT_MINIMUM_SECONDS
 from trainer.supervisor.causes import FaultSettings, SettingsError
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+NAME_LINE_RE = re.compile(r"^name:[ \t]*(['\"]?)([A-Za-z0-9_.-]+)\1[ \t]*(?:#.*)?$", re.M)  # name: x
 INTERFACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")  # a Linux network interface name
 DIRECTIVE_RE = re.compile(r"(--?[A-Za-z][A-Za-z0-9-]*)(?:([= ])(\S.*))?")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -262,36 +266,93 @@ def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def _read_dir(directory: Path) -> dict[str, ClusterProfile]:
+@dataclass(frozen=True)
+class Broken:
+    """A profile file that does not load: its one-line error and the names it may define."""
+
+    error: ProfileError
+    names: frozenset[str]
+
+
+def _claimed_names(path: Path) -> frozenset[str]:
+    """A broken file may define its file name's profile, or the one its ``name:`` line names."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    return frozenset({path.stem, *(m.group(2) for m in NAME_LINE_RE.finditer(text))})
+
+
+def _read_dir(directory: Path) -> tuple[dict[str, ClusterProfile], list[Broken]]:
+    """The directory's profiles by name, and its files that do not load (a second file
+    with the same name is one of those)."""
     found: dict[str, ClusterProfile] = {}
+    broken: list[Broken] = []
     for path in _files(directory):
-        profile = read_profile(path)
+        try:
+            profile = read_profile(path)
+        except ProfileError as exc:
+            broken.append(Broken(exc, _claimed_names(path)))
+            continue
         if profile.name in found:
-            raise ProfileError(f"{path}:1: name: {profile.name!r} is already defined in "
-                               f"{found[profile.name].source}")
+            error = ProfileError(f"{path}:1: name: {profile.name!r} is already defined in "
+                                 f"{found[profile.name].source}")
+            broken.append(Broken(error, frozenset({profile.name})))
+            continue
         found[profile.name] = profile
-    return found
+    return found, broken
+
+
+def _usable(name: str, broken: list[Broken]) -> None:
+    """Refuse ``name`` with the error of a broken file that may define it."""
+    for bad in broken:
+        if name in bad.names:
+            raise bad.error
+
+
+_WARNED: set[str] = set()  # the broken files' errors this process has warned about
+
+
+def _warn(broken: list[Broken]) -> None:
+    """One warning per broken file on stderr, once per process (the command goes on)."""
+    for bad in broken:
+        if bad.error.message not in _WARNED:
+            _WARNED.add(bad.error.message)
+            warn(f"{bad.error.message} (profile skipped)")
 
 
 def list_profiles() -> list[ClusterProfile]:
-    """Every profile, user files overriding shipped ones of the same name, by name."""
-    merged = _read_dir(shipped_dir())
-    merged.update(_read_dir(user_dir()))
-    return [merged[name] for name in sorted(merged)]
+    """Every profile, user files overriding shipped ones of the same name, by name.
+
+    A file that does not load is a warning, and the names it may define are left out
+    (a broken override must not be replaced by the shipped profile it was meant to change).
+    """
+    shipped, broken = _read_dir(shipped_dir())
+    user, user_broken = _read_dir(user_dir())
+    broken += user_broken
+    _warn(broken)
+    claimed = set().union(*(bad.names for bad in broken))
+    merged = {**shipped, **user}
+    return [merged[name] for name in sorted(merged) if name not in claimed]
 
 
 def load_profile(name_or_path: str | Path) -> ClusterProfile:
-    """A profile by name (user dir first, then shipped) or by file path."""
+    """A profile by name (user dir first, then shipped) or by file path.
+
+    A broken file that may define the name refuses it with that file's error; other
+    broken files are warnings.
+    """
     text = str(name_or_path)
     if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or os.sep in text:
         path = Path(text).expanduser()
         if not path.is_file():
             raise ProfileError(f"{path}: no such profile file")
         return read_profile(path)
-    # User files override by ``name`` whatever their file name, so all of them are read
-    # (a broken one is reported: it may be the override meant here).  Shipped ones are
-    # looked up by file name first.
-    user = _read_dir(user_dir())
+    # User files override by ``name`` whatever their file name, so all of them are read.
+    # Shipped ones are looked up by file name first.
+    user, broken = _read_dir(user_dir())
+    _usable(text, broken)
+    _warn(broken)
     if text in user:
         return user[text]
     for suffix in (".yaml", ".yml"):
@@ -300,9 +361,12 @@ def load_profile(name_or_path: str | Path) -> ClusterProfile:
             profile = read_profile(candidate)
             if profile.name == text:
                 return profile
-    by_name = {p.name: p for p in list_profiles()}
-    if text not in by_name:
-        known = ", ".join(sorted(by_name)) or "none"
+    shipped, shipped_broken = _read_dir(shipped_dir())
+    _usable(text, shipped_broken)
+    _warn(shipped_broken)
+    if text not in shipped:
+        claimed = set().union(*(bad.names for bad in broken + shipped_broken))
+        known = ", ".join(sorted(set(user) | set(shipped) - claimed)) or "none"
         raise ProfileError(f"unknown cluster {text!r}; expected one of: {known} "
                            f"(or add {user_dir() / (text + '.yaml')})")
-    return by_name[text]
+    return shipped[text]
