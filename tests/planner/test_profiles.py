@@ -59,7 +59,8 @@ SCHEMA_ERRORS = {
                     "12: foo: unknown key; expected one of: name, description, scheduler, nodes, "
                     "gpus_per_node, gpu_type, cpus_per_node, interconnect_gbps, fabric, mpi, engine, "
                     "partition, account, constraint, directives, network_interface, walltime, "
-                    "signal_margin, gpu_directive, modules, env, venv, container, workdir, python, faults (got 1)"),
+                    "signal_margin, walltime_margin, gpu_directive, modules, env, venv, container, "
+                    "workdir, python, faults (got 1)"),
     "missing": ({4: "# no gpu_type"}, [], "1: gpu_type: missing required field"),
     "container_runtime": ({}, ["container:", "  runtime: docker", "  image: /x.sif"],
                           "13: container.runtime: expected 'apptainer' or 'singularity' "
