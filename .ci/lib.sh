@@ -48,6 +48,9 @@ missing() {
 # The pinned version of a package in constraints.txt.
 pinned() { sed -n "s/^$1==\([^ #]*\).*/\1/p" constraints.txt; }
 
+# The oldest Python larsctl runs on: X.Y of pyproject.toml's requires-python = ">=X.Y" (its one place).
+min_python() { sed -n 's/^requires-python *= *">= *\([0-9][0-9.]*\)".*/\1/p' pyproject.toml; }
+
 # The newest cached wheel of horovod VERSION in DIR, or nothing (DIR may not exist yet).
 find_cached_wheel() {
   local dir=$1 version=$2

@@ -61,9 +61,11 @@ elif [ "$profile" = test ]; then
 fi
 
 # --- Prerequisites (what apt provides as root; modules provide on clusters) ---------
-[ -n "$python" ] || missing "python3 (3.10 or newer): \`module load python/3.11\`; Debian: \`apt-get install python3\`"
-"$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
-  missing "Python 3.10 or newer ($python is $("$python" -V 2>&1)): \`module load python/3.11\`, or PYTHON=/path/to/python3.11"
+min_py=$(min_python)
+[ -n "$min_py" ] || { log "pyproject.toml has no requires-python = \">=X.Y\" line"; exit 1; }
+[ -n "$python" ] || missing "python3 ($min_py or newer): \`module load python/3.11\`; Debian: \`apt-get install python3\`"
+"$python" -c 'import sys; sys.exit(sys.version_info < tuple(map(int, sys.argv[1].split("."))))' "$min_py" ||
+  missing "Python $min_py or newer ($python is $("$python" -V 2>&1)): \`module load python/3.11\`, or PYTHON=/path/to/python3.11"
 "$python" -c 'import ensurepip, venv' ||
   missing "the venv module of $python: \`module load python\`; Debian: \`apt-get install python3-venv\`"
 torch_version=$(pinned torch) horovod_version=$(pinned horovod)

@@ -43,6 +43,23 @@ def test_make_targets_install_before_running():
     assert lines[-1].split() == [".venv/bin/python", "-m", "pytest"]
 
 
+def test_the_minimum_python_is_pyprojects_everywhere():
+    """pyproject.toml's requires-python is the one place: .ci/lib.sh reads it for the set-up's
+    check, and doctor's python row compares against the same version."""
+    import tomllib
+
+    from larsctl.doctor.stack import MIN_PYTHON
+
+    required = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert re.fullmatch(r">=\d+\.\d+", required), required
+    minimum = required.removeprefix(">=")
+    r = subprocess.run(["bash", "-c", "source .ci/lib.sh; min_python"], cwd=REPO, capture_output=True,
+                       text=True)
+    assert (r.returncode, r.stdout.strip()) == (0, minimum), r.stderr
+    assert ".".join(map(str, MIN_PYTHON)) == minimum
+    assert "3, 10" not in (REPO / ".ci" / "setup.sh").read_text()  # no second copy in the script
+
+
 def test_constraints_pin_every_dependency():
     """A fresh machine must get the tested versions: every runtime and test
     dependency named in pyproject.toml is pinned in constraints.txt."""

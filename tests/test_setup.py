@@ -8,6 +8,8 @@ wheel cache are bent to create the broken machine.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +77,23 @@ def test_a_failing_command_is_reported_with_its_line_and_what_to_do():
     assert len(failed) == 1, r.stderr
     assert ".ci/setup.sh:" in failed[0] and "-m venv" in failed[0]
     assert any(line.startswith("[setup] what to do:") and "/proc/no-venv-here" in line for line in lines)
+
+
+def test_the_python_check_reads_the_minimum_from_pyproject(tmp_path):
+    # pyproject.toml's requires-python is the one place: a copy of the scripts beside a
+    # pyproject that asks for 3.99 must refuse this interpreter, naming 3.99.
+    shutil.copytree(REPO / ".ci", tmp_path / ".ci")
+    shutil.copy(REPO / "constraints.txt", tmp_path)
+    text = (REPO / "pyproject.toml").read_text()
+    assert text.count('requires-python = ">=') == 1
+    (tmp_path / "pyproject.toml").write_text(re.sub(r'requires-python = ">=[0-9.]+"',
+                                                    'requires-python = ">=3.99"', text))
+    r = run_setup("demo", "--no-apt", cwd=tmp_path, env={"VENV": str(tmp_path / "venv"), "CXX": "/bin/false",
+                                                         "LARSCTL_WHEEL_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 2, r.stderr
+    (line,) = setup_lines(r)
+    assert line.startswith("[setup] missing prerequisite: Python 3.99 or newer"), line
+    assert not (tmp_path / "venv").exists()
 
 
 def test_a_bad_argument_is_refused():

@@ -36,6 +36,10 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+# The optimizers the trainer builds: --base-op's choices, trainer.optim's registry (one entry
+# each, in this order) and larsctl's sweep choices all import this one tuple.
+OPTIMIZER_NAMES: tuple[str, ...] = ("lars", "lamb", "sgd")
+
 OPTIONS: tuple[Option, ...] = (
     # --- the reference script's flags (same meaning) ---
     Option("train_dir", str, None, "ImageFolder training directory (one sub-folder per class)."),
@@ -60,7 +64,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("epsilon", float, 1e-5, "LARS/LAMB epsilon added to the norm ratio denominator.", minimum=0),
     Option("label_smoothing", float, 0.0, "Label smoothing of the cross-entropy loss (0..1).", minimum=0,
            below=1, job_default=0.1),
-    Option("base_op", str, "lars", "Optimizer.", choices=("lars", "lamb", "sgd")),
+    Option("base_op", str, "lars", "Optimizer.", choices=OPTIMIZER_NAMES),
     Option("bn_bias_separately", bool, False, "Exclude BatchNorm and bias parameters from LARS adaptation "
            "and weight decay.", job_default=True),
     Option("lr_scaling", str, "keep", "keep: lr = base_lr; linear: base_lr x workers x k; "

@@ -48,9 +48,16 @@ def choices(name: str, *values: str) -> type[enum.Enum]:
 
 Scheduler = choices("Scheduler", "local", "slurm", "pbs")
 GpuType = choices("GpuType", *GPUS)
-# srun: plain srun with the site's MpiDefault (Cray MPICH starts only under srun);
-# srun-pmix: srun --mpi=pmix (Open MPI or MPICH built with PMIx).
-Mpi = choices("Mpi", "openmpi", "mpich", "intelmpi", "mvapich2", "srun", "srun-pmix", "gloo")
+# MPI flavours, grouped by the launcher larsctl/schedulers/launch.py starts the ranks with
+# (it imports these groups): Open MPI's mpirun; Hydra's mpiexec (MPICH, Intel MPI, MVAPICH2);
+# srun: plain srun with the site's MpiDefault (Cray MPICH starts only under srun),
+# srun-pmix: srun --mpi=pmix (Open MPI or MPICH built with PMIx); horovodrun --gloo.
+OPENMPI_FLAVOURS = ("openmpi",)
+HYDRA_FLAVOURS = ("mpich", "intelmpi", "mvapich2")
+SRUN_FLAVOURS = ("srun", "srun-pmix")
+GLOO_FLAVOURS = ("gloo",)
+MPI_FLAVOURS = (*OPENMPI_FLAVOURS, *HYDRA_FLAVOURS, *SRUN_FLAVOURS, *GLOO_FLAVOURS)
+Mpi = choices("Mpi", *MPI_FLAVOURS)
 # The network between nodes.  Open MPI's launch line takes its transport from it
 # (larsctl/schedulers/launch.py OPENMPI_TRANSPORTS); the other flavours choose their own.
 # Never derived from interconnect_gbps: 100 Gbit/s may be InfiniBand, RoCE or Ethernet.

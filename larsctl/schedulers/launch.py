@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from larsctl.config.env import VARIABLE, variable_name
+from larsctl.config.profiles import HYDRA_FLAVOURS, SRUN_FLAVOURS
 from larsctl.jobs.paths import JobPaths
 
 
@@ -211,7 +212,7 @@ def build_launch(profile, plan, job_dir, *, scheduler: str | None = None, job_id
     n, per_node, nodes = plan.gpus, plan.gpus_per_node, plan.nodes
     trainer = trainer_command(profile, job_dir)
     box = container_prefix(profile)
-    if mpi in ("srun", "srun-pmix") and scheduler != "slurm":
+    if mpi in SRUN_FLAVOURS and scheduler != "slurm":
         raise LaunchError(f"mpi: {mpi} needs scheduler slurm (profile {profile.name} uses {scheduler})")
 
     if engine == "ddp":
@@ -228,9 +229,9 @@ def build_launch(profile, plan, job_dir, *, scheduler: str | None = None, job_id
         return Launch(tuple(words), _hosts_setup(scheduler, per_node))
     if mpi == "openmpi":
         launcher = _openmpi(n, per_node, profile, scheduler)
-    elif mpi in ("mpich", "intelmpi", "mvapich2"):
+    elif mpi in HYDRA_FLAVOURS:
         launcher = _hydra(n, per_node, profile, scheduler)
-    elif mpi in ("srun", "srun-pmix"):
+    elif mpi in SRUN_FLAVOURS:
         launcher = _srun(n, per_node, nodes, mpi)
     else:
         raise LaunchError(f"mpi: unknown flavour {mpi!r}")
@@ -298,7 +299,7 @@ def _torchrun(profile, plan, trainer, box, scheduler, job_id) -> Launch:
         per_node = _srun(plan.nodes, 1, plan.nodes, "srun", cpus_per_task=profile.cpus_per_node)
     elif mpi == "openmpi":
         per_node = _openmpi(plan.nodes, 1, profile, scheduler)
-    elif mpi in ("mpich", "intelmpi", "mvapich2"):
+    elif mpi in HYDRA_FLAVOURS:
         per_node = _hydra(plan.nodes, 1, profile, scheduler)
     else:
         raise LaunchError(f"engine ddp on {plan.nodes} nodes under {scheduler} needs an MPI launcher "

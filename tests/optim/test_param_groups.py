@@ -93,3 +93,19 @@ def test_registry_builds_each_optimizer_with_the_same_grouping():
 def test_registry_passes_foreach_through():
     opt = create_optimizer("sgd", Mixed(), lr=0.1, foreach=False)
     assert opt.param_groups[0]["foreach"] is False
+
+
+def test_optimizer_names_live_in_the_trainer_config_and_everyone_imports_them():
+    """One list: the trainer's --base-op choices, the registry's entries (in that order) and
+    larsctl's sweep choices are the same object; every name builds an optimizer."""
+    from larsctl.jobs import sweeps
+    from trainer.config import BY_NAME, OPTIMIZER_NAMES
+    from trainer.optim import OPTIMIZERS
+
+    assert BY_NAME["base_op"].choices is OPTIMIZER_NAMES
+    assert sweeps.OPTIMIZERS is OPTIMIZER_NAMES
+    assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
+    from trainer.optim import param_groups
+    assert set(param_groups._BUILDERS) == set(OPTIMIZER_NAMES)  # no builder outside the list
+    for name in OPTIMIZER_NAMES:
+        assert isinstance(create_optimizer(name, Mixed(), lr=0.1), torch.optim.Optimizer)

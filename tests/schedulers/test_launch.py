@@ -178,3 +178,18 @@ def test_profile_env_and_container_options_are_not_repeated(support):
     box = Container(runtime="singularity", image="/i.sif", options=["--nv"])
     launch, _ = _line(support, "openmpi", env={"NCCL_DEBUG": "INFO"}, container=box, gpu_type="V100-16GB")
     assert launch.line.count("-x NCCL_DEBUG") == 1 and launch.line.count("--nv") == 1
+
+
+def test_mpi_flavours_are_the_profiles_and_each_has_one_launcher(support):
+    """The profile's mpi choices and the launcher groups build_launch dispatches on are one table
+    (larsctl/config/profiles.py); every flavour gets a line on Slurm."""
+    from larsctl.config import profiles
+    from larsctl.schedulers import launch
+
+    groups = (profiles.OPENMPI_FLAVOURS, profiles.HYDRA_FLAVOURS, profiles.SRUN_FLAVOURS,
+              profiles.GLOO_FLAVOURS)
+    assert sorted(sum(groups, ())) == sorted(profiles.MPI_FLAVOURS) == sorted(m.value for m in profiles.Mpi)
+    assert launch.HYDRA_FLAVOURS is profiles.HYDRA_FLAVOURS and launch.SRUN_FLAVOURS is profiles.SRUN_FLAVOURS
+    for mpi in profiles.MPI_FLAVOURS:
+        launch_line, _ = _line(support, mpi)
+        assert launch_line.line

@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from trainer.config import OPTIMIZER_NAMES
+
 from .lamb import Lamb
 from .lars import Lars
 
@@ -95,19 +97,19 @@ class OptimizerInfo:
     description: str
 
 
-OPTIMIZERS: dict[str, OptimizerInfo] = {
-    info.name: info for info in (
-        OptimizerInfo("lars", _lars, "LARS (trainer.optim.Lars; --lars-mode nus|tf)"),
-        OptimizerInfo("lamb", _lamb, "LAMB with bias correction (trainer.optim.Lamb)"),
-        OptimizerInfo("sgd", _sgd, "torch.optim.SGD with momentum, foreach"),
-    )
+# How each of trainer.config.OPTIMIZER_NAMES is built (a name without a builder fails at import).
+_BUILDERS = {
+    "lars": (_lars, "LARS (trainer.optim.Lars; --lars-mode nus|tf)"),
+    "lamb": (_lamb, "LAMB with bias correction (trainer.optim.Lamb)"),
+    "sgd": (_sgd, "torch.optim.SGD with momentum, foreach"),
 }
+OPTIMIZERS: dict[str, OptimizerInfo] = {name: OptimizerInfo(name, *_BUILDERS[name]) for name in OPTIMIZER_NAMES}
 
 
 def create_optimizer(name: str, model: nn.Module, *, lr: float, momentum: float = 0.9,
                      weight_decay: float = 0.0, epsilon: float | None = None,
                      bn_bias_separately: bool = False, **kw) -> torch.optim.Optimizer:
-    """Build optimizer `name` ("lars", "lamb" or "sgd") over `model`.
+    """Build optimizer `name` (one of trainer.config.OPTIMIZER_NAMES) over `model`.
 
     epsilon=None means the optimizer's default (0 for LARS, 1e-6 for LAMB);
     SGD ignores epsilon and LAMB ignores momentum (it uses betas).  **kw goes to
