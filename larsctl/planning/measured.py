@@ -9,8 +9,8 @@ Pure: ``job_rate`` (one job's figure: the median of its train records' images/s,
 windows that also hold a validation and a checkpoint do not pull it down), ``pool``
 (the median per GPU or worker over the newest matching jobs) and the records ``Run``
 and ``Measured``.  I/O, thin: ``measured_throughput`` finds finished jobs through the
-registry and reads each one's job.yaml and metrics.jsonl (``read_records``, the one
-reader of that file) once per process.
+registry and reads job.yaml and metrics.jsonl (``read_records``, the one reader of
+that file) of the newest first, until NEWEST match, each job once per process.
 
 The figure is a job's end-to-end rate (data loading, the allreduce of its own layout,
 logging), per GPU; the estimate still adds the modelled allreduce, so a plan from a
@@ -42,6 +42,10 @@ class Run:
     def per_rank(self) -> float:
         return self.images_per_second / self.ranks
 
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return self.model, self.image_size, self.precision
+
 
 @dataclass(frozen=True)
 class Measured:
@@ -72,13 +76,12 @@ def job_rate(records: Iterable[dict]) -> float | None:
 def pool(runs: Iterable[Run], *, profile: str, model: str, image_size: int,
          precision: str) -> Measured | None:
     """The median per-GPU figure of the NEWEST runs (oldest first in ``runs``) that match."""
-    key = (profile, model, image_size, precision)
-    matching = [r for r in runs if (r.profile, r.model, r.image_size, r.precision) == key]
-    if not matching:
+    key = (model, image_size, precision)
+    newest = [r for r in runs if r.profile == profile and r.key == key][-NEWEST:]
+    if not newest:
         return None
-    newest = matching[-NEWEST:]
     rate = float(statistics.median(r.per_rank for r in newest))
-    return Measured(rate, len(newest), *key)
+    return Measured(rate, len(newest), profile, *key)
 
 
 # -- I/O: the registry and the job directories ----------------------------------------------
@@ -104,8 +107,12 @@ def _read_run(record) -> Run | None:
                plan.precision, plan.gpus, rate)
 
 
-def finished_runs(profile: str) -> list[Run]:
-    """Figures of the finished jobs on ``profile``, oldest first (none without a registry)."""
+def finished_runs(profile: str, key: tuple[str, int, str] | None = None) -> list[Run]:
+    """Figures of the finished jobs on ``profile``, oldest first (none without a registry).
+
+    With ``key`` (model, image size, precision), only the NEWEST that match: job
+    directories are read newest first until that many are found.
+    """
     from larsctl.config.env import larsctl_home
     from larsctl.errors import Failure
     from larsctl.jobs.registry import Registry
@@ -120,19 +127,22 @@ def finished_runs(profile: str) -> list[Run]:
             registry.close()
     except Failure:
         return []
-    runs = []
-    for record in records:
+    runs: list[Run] = []
+    for record in reversed(records):
         if record.cluster != profile or not record.state.is_terminal:
             continue
-        key = (record.job_dir, record.updated)
-        if key not in _RUNS:
-            _RUNS[key] = _read_run(record)
-        if _RUNS[key] is not None:
-            runs.append(_RUNS[key])
-    return runs
+        cache = (record.job_dir, record.updated)
+        if cache not in _RUNS:
+            _RUNS[cache] = _read_run(record)
+        found = _RUNS[cache]
+        if found is not None and key in (None, found.key):
+            runs.append(found)
+            if key is not None and len(runs) == NEWEST:
+                break
+    return runs[::-1]
 
 
 def measured_throughput(profile: str, model: str, image_size: int, precision: str) -> Measured | None:
     """What finished jobs on ``profile`` measured for this model, image size and precision."""
-    return pool(finished_runs(profile), profile=profile, model=model, image_size=image_size,
-                precision=precision)
+    runs = finished_runs(profile, (model, image_size, precision))
+    return pool(runs, profile=profile, model=model, image_size=image_size, precision=precision)

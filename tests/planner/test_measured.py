@@ -157,3 +157,13 @@ def test_an_unreadable_job_is_left_out(larsctl_dirs):
     for name in ("job.yaml", "metrics.jsonl"):
         (home / "runs" / "gone" / name).unlink()
     assert _estimate()["throughput"].startswith("measured: 92.5 img/s per worker from 1 job ")
+
+
+def test_the_newest_matching_jobs_are_read_first(larsctl_dirs):
+    home = larsctl_dirs["home"]
+    for i in range(2):
+        _finished_job(home, f"old{i}", [900, 900, 900])
+    for i in range(NEWEST):
+        _finished_job(home, f"new{i:02d}", [185, 185, 185])
+    _finished_job(home, "newest_other_size", [900, 900, 900], trainer={"image_size": 16})
+    assert _estimate()["throughput"].startswith(f"measured: 92.5 img/s per worker from {NEWEST} jobs ")
