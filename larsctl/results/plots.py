@@ -119,6 +119,8 @@ def build_figure(runs: list[Run], panels: tuple[Panel, ...], width_px: int, heig
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for extra in axes[len(panels):]:
         extra.remove()
+    for ax in axes[1:len(panels)]:  # one x range: a marker sits at the same place on every panel
+        ax.sharex(axes[0])
     # Epochs make runs of different batch sizes comparable; steps are the
     # fallback for runs whose epoch length is unknown (event files alone).
     by_epoch = all(run.epochs(tag) is not None for run in runs for tag in TAGS)
