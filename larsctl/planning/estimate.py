@@ -28,7 +28,8 @@ shrink with more GPUs per node.  The latency term is NCCL's tree latency
 communication are assumed not to overlap (conservative; Horovod overlaps part of
 the allreduce with the backward pass).
 
-Checked against published wall times in tests/planner/test_estimate.py:
+Checked against published wall times (training and validation; start-up is not in
+them) in tests/planner/test_estimate.py:
 - Goyal et al. 2017 (arXiv 1706.02677): 256 P100, batch 8192 (32/GPU), 90 epochs,
   50 Gbit/s Ethernet, "1 hour"  -> model 1.05 h (within 10 %).
 - MLPerf Training v0.6, NVIDIA, 96 DGX-2H = 1536 V100-SXM3-32GB, 39/GPU = batch

@@ -33,7 +33,8 @@ engine and process-group start, data set scan, model build, the final checkpoint
     Horovod imported from a shared file system, CUDA and NCCL start, an ImageFolder scan of
     ImageNet's 1.28M files (DALI reads index files instead).
   - cpu: 15 s, measured on the demo (2 workers on 2 cores, 2026-12-03): 9.3 s from submit to
-    the trainer's start event, 6 s from its done event to the job's end.
+    the trainer's start event, 6 s from its done event to the job's end (29 s to the start
+    event on the same machine under a load of 5 from other processes).
 Ring bus bandwidth inside one node, GB/s (NCCL all_reduce busbw orders of magnitude):
 V100 SXM2 NVLink ~130, P100 SXM2 NVLink ~60, P100 PCIe ~10, A100 NVLink3 ~230,
 H100 NVLink4 ~370, CPU workers over shared memory (Gloo) ~5.
