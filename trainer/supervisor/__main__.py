@@ -108,18 +108,35 @@ def watch(args) -> int:
                      args.shell_pid, args.launcher_pid, args.poll)
 
 
-def _settled(paths: AttemptPaths, deadline: float) -> None:
-    """Wait (until ``deadline``) until every rank has ended in words (its record), through its
-    side process (``gone``), or fell silent with its node (as the watchdog saw it)."""
-    while time.monotonic() < deadline:
-        a = read_attempt(paths)
-        seen = (a.observed or {}).get("ranks", {})
+def _settle(paths: AttemptPaths) -> None:
+    """After the launcher ended: wait until every rank has ended in words (its record), through
+    its side process (``gone``), or is silent (no heartbeat for two periods: its node died), at
+    most two periods and a bit; then record the silences seen (observed.json, by this clock)."""
+    from trainer.supervisor.classify import silence
+
+    a = read_attempt(paths)
+    if a.watchdog is not None or not a.heartbeats:
+        return
+    seen = (a.observed or {}).get("ranks", {})
+    start = time.monotonic()
+    changed = {r: start - float(seen.get(str(r), {}).get("silent_s", 0.0)) for r in a.heartbeats}
+    seqs = {r: hb.get("seq") for r, hb in a.heartbeats.items()}
+    quiet_after = max(silence(hb) for hb in a.heartbeats.values())
+    deadline = start + max(SETTLE_S, quiet_after + 1)
+    while True:
+        now = time.monotonic()
+        for r, hb in a.heartbeats.items():
+            if hb.get("seq") != seqs.get(r):
+                seqs[r], changed[r] = hb.get("seq"), now
         waiting = [r for r, hb in a.heartbeats.items()
-                   if r not in a.ranks and not hb.get("gone")
-                   and seen.get(str(r), {}).get("silent_s", 0) <= 2 * float(hb.get("period") or 1) + 1]
-        if not waiting:
-            return
+                   if r not in a.ranks and not hb.get("gone") and now - changed.get(r, now) <= quiet_after]
+        if not waiting or now >= deadline:
+            break
         time.sleep(0.2)
+        a = read_attempt(paths)
+    ranks = {str(r): {**seen.get(str(r), {}), "silent_s": round(now - changed.get(r, now), 2)}
+             for r in a.heartbeats}
+    write_json(paths.observed, {**(a.observed or {}), "ranks": ranks})
 
 
 def finish(args) -> int:
@@ -129,7 +146,7 @@ def finish(args) -> int:
     doc = job_document(args.job_dir)
     paths = AttemptPaths(Path(args.job_dir), args.attempt)
     ranks = job_ranks(doc)
-    _settled(paths, time.monotonic() + SETTLE_S)
+    _settle(paths)
     attempt = read_attempt(paths)
     signal = args.signal if args.signal not in ("", "none") else None
     ending = classify(attempt, ranks, rc=args.rc, signal=signal)

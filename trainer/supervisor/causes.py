@@ -58,7 +58,7 @@ TABLE: dict[Cause, CauseInfo] = {
                                Action.STOP, fixed=True),
     Cause.WALLTIME: CauseInfo("killed at the time limit before a checkpoint could be written", Action.RESUME),
     Cause.UNKNOWN: CauseInfo("the segment ended without a record saying why (the detail says what is known)",
-                             Action.STOP, limited=True),
+                             Action.RESUME, limited=True),
 }
 assert set(TABLE) == set(Cause)
 

@@ -81,7 +81,8 @@ def classify(attempt: Attempt, ranks: int, rc: int | None = None, signal: str | 
         found = sorted((r for r in primary if r.get("cause") == cause.value), key=lambda r: r.get("rank", 0))
         if found:
             r = found[0]
-            return Ending(cause, r.get("detail") or f"{_where(r)}: {cause.value}", r.get("host"),
+            host = None if cause in (Cause.CANCELLED, Cause.PREEMPTED) else r.get("host")  # no fault, no host
+            return Ending(cause, r.get("detail") or f"{_where(r)}: {cause.value}", host,
                           tuple(x.get("rank") for x in found), r.get("step"), r.get("error"))
     if len(recs) >= ranks and all(r.get("cause") == Cause.COMPLETED.value for r in recs.values()):
         r = recs[min(recs)]
@@ -130,6 +131,9 @@ def classify(attempt: Attempt, ranks: int, rc: int | None = None, signal: str | 
         return Ending(cause, detail, step=step)
     if signal == "USR2" and rc:
         return Ending(Cause.PREEMPTED, f"USR2, then the launcher exited {rc}", step=step)
+    if rc and not attempt.heartbeats and not recs and (attempt.start or {}).get("ranks"):
+        return Ending(Cause.CRASH, f"no rank started: the launcher exited {rc} (see the log)", step=step,
+                      error=f"launch failed: exit {rc}")
     if victims:
         r = victims[0]
         return Ending(Cause.CRASH, r.get("detail") or f"{_where(r)}: a peer failed", r.get("host"),
@@ -150,6 +154,11 @@ def _absent_hosts(attempt: Attempt, ranks: int) -> list[str]:
     return sorted(expected - seen)
 
 
+def silence(heartbeat: dict) -> float:
+    """Seconds without a new heartbeat record after which its writer counts as gone with its node."""
+    return 2 * float(heartbeat.get("period") or 1.0) + 1
+
+
 def _silent(attempt: Attempt, ended: set[int]) -> set[int]:
     """Ranks whose heartbeat went silent: without a last record, and seen silent by the
     watchdog (observed.json) for more than two heartbeat periods."""
@@ -159,7 +168,7 @@ def _silent(attempt: Attempt, ended: set[int]) -> set[int]:
         if rank in ended or hb.get("gone"):
             continue
         view = seen.get(str(rank))
-        if view is None or view.get("silent_s", 0) > 2 * float(hb.get("period") or 1) + 1:
+        if view is None or view.get("silent_s", 0) >= silence(hb):
             out.add(rank)
     return out
 
