@@ -276,7 +276,9 @@ _STATE_OF_CAUSE = {Cause.COMPLETED: JobState.COMPLETED, Cause.CANCELLED: JobStat
 
 
 def _state_by_cause(state: JobState, segments: list[Segment]) -> JobState:
-    if not state.is_terminal or not segments or segments[-1].cause is None or segments[-1].action == "resume":
+    """Only where the scheduler's word is the coarse one (COMPLETED/FAILED of the script's exit)."""
+    if state not in (JobState.COMPLETED, JobState.FAILED) or not segments or segments[-1].cause is None \
+            or segments[-1].action == "resume":
         return state
     return _STATE_OF_CAUSE.get(Cause(segments[-1].cause), JobState.FAILED)
 

@@ -72,8 +72,16 @@ def _last_step(attempt: Attempt, inside: list[dict]) -> int | None:
 
 def _ending(attempt: Attempt, last: bool, running: bool, scheduler: tuple[Cause, str] | None) -> dict | None:
     """The end record, or one derived now for a segment whose batch script did not write it."""
-    if attempt.end is not None:
-        return attempt.end
+    end = attempt.end
+    if end is not None:
+        if last and scheduler and end.get("cause") == Cause.CANCELLED.value and \
+                scheduler[0] in (Cause.PREEMPTED, Cause.WALLTIME):
+            # The TERM the batch script passed on came from the scheduler's preemption or time
+            # limit, and the trainer checkpointed on it: that is a preemption.
+            return {**end, "cause": Cause.PREEMPTED.value, "detail": f"{end.get('detail')}; the scheduler: "
+                                                                       f"{scheduler[1]}",
+                    "reason": "ended by the scheduler; larsctl resume continues it"}
+        return end
     if last and running:
         return None
     ranks = int((attempt.start or {}).get("ranks") or max([0, *attempt.heartbeats]) + 1)
