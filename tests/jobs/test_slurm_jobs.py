@@ -127,3 +127,41 @@ def test_sbatch_failure_shows_its_stderr_and_leaves_nothing(slurm_cluster, slurm
 
 def cluster_has_pmix() -> bool:
     return any(Path("/usr/lib/x86_64-linux-gnu/slurm-wlm").glob("mpi_pmix*.so"))
+
+
+def test_status_and_watch_go_on_while_the_controller_is_away(slurm_cluster, slurm_profile, jobs):
+    """slurmctld stopped mid-run: status answers within its timeout with the last known state and
+    since when the scheduler has not answered; nothing is marked failed; --watch keeps going and
+    ends when the job does, after the controller is back."""
+    import re
+    import subprocess
+    import time
+
+    cluster = slurm_profile("testslurmctld", engine="ddp", mpi="gloo")
+    job_id = jobs.larsctl("submit", "--cluster", cluster, *jobs.SHORT, "--max-steps", "60").stdout.strip()
+    jobs.wait_for(job_id, lambda r: r["state"] == "RUNNING" and jobs.step(r) >= 3, what="RUNNING")
+    watch = subprocess.Popen([*jobs.LARSCTL, "status", "--watch", job_id], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    slurm_cluster.stop_controller()
+    try:
+        sinces = []
+        for _ in range(2):
+            started = time.monotonic()
+            r = jobs.larsctl("status", job_id, "--json", check=False, timeout=120)
+            assert time.monotonic() - started < 60  # squeue's timeout (30 s), not a hang
+            assert r.returncode == 1, r.stderr
+            m = re.fullmatch(r"Warning: slurm scheduler not answering since (\d\d:\d\d): .*; showing the last "
+                             r"known state", r.stderr.strip())
+            assert m, r.stderr
+            sinces.append(m.group(1))
+            (row,) = json.loads(r.stdout)
+            assert row["state"] == "RUNNING"
+        assert sinces[0] == sinces[1]  # since the first failure, not since each call
+        assert watch.poll() is None
+    finally:
+        slurm_cluster.start_controller()
+    done = jobs.wait_for(job_id, lambda r: r["state"] == "COMPLETED", timeout=300, what="COMPLETED")
+    assert done["progress"]["step"] == 60
+    assert watch.wait(timeout=180) == 0
+    assert "not answering since" in watch.stderr.read()
+    assert jobs.larsctl("status", job_id).stderr == ""  # answering again

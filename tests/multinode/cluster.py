@@ -41,6 +41,9 @@ By hand (as root):
     .venv/bin/python tests/multinode/cluster.py start /var/tmp/vc --nodes 3   # prints exports
     .venv/bin/python tests/multinode/cluster.py status /var/tmp/vc
     .venv/bin/python tests/multinode/cluster.py exec /var/tmp/vc n1 -- hostname
+    .venv/bin/python tests/multinode/cluster.py kill-node /var/tmp/vc n2     # a power loss
+    .venv/bin/python tests/multinode/cluster.py start-node /var/tmp/vc n2
+    .venv/bin/python tests/multinode/cluster.py stop-controller /var/tmp/vc  # then start-controller
     .venv/bin/python tests/multinode/cluster.py stop /var/tmp/vc
 """
 from __future__ import annotations
@@ -410,14 +413,18 @@ class VirtualCluster:
             f"StateSaveLocation={r / CONTROLLER / 'state'}",
             f"SlurmctldPidFile={r / CONTROLLER / 'slurmctld.pid'}",
             f"SlurmctldLogFile={r / CONTROLLER / 'slurmctld.log'}",
-            f"SlurmdSpoolDir={r / 'nodes' / '%n' / 'spool'}",
+            # On the node's own /run (a tmpfs): gone with the node, as a rebooted node's runtime
+            # state is.  A spool kept across the node's death keeps the stale PMIx socket of the
+            # step that died, and a requeued job (same job and step ids) cannot bind it again.
+            "SlurmdSpoolDir=/run/slurm/spool",
             f"SlurmdPidFile={r / 'nodes' / '%n' / 'slurmd.pid'}",
             f"SlurmdLogFile={r / 'nodes' / '%n' / 'slurmd.log'}",
             *_single_node_cluster().shared_settings(self.jobcomp),
             "MpiDefault=none",
             "KillWait=5",
             "InactiveLimit=0",
-            "SlurmdTimeout=300",
+            # A dead node is noticed by its missed pings (every SlurmdTimeout/3), DOWN after 60 s.
+            "SlurmdTimeout=60",
             "MessageTimeout=30",
             "TCPTimeout=10",
         ]
@@ -582,9 +589,9 @@ class VirtualCluster:
                 "masks": masks, "munge_uid": pwd.getpwnam("munge").pw_uid,
                 "munge_gid": pwd.getpwnam("munge").pw_gid}
 
-    def _start_namespaces(self) -> None:
+    def _start_namespaces(self, names: list[str] | None = None) -> None:
         pending = {}
-        for name in [LOGIN, *self.names]:
+        for name in names if names is not None else [LOGIN, *self.names]:
             r, w = os.pipe()
             log = open(self.dir(name) / "init.log", "wb")
             # --kill-child: when unshare dies, the init dies, and with it the whole PID namespace.
@@ -618,21 +625,23 @@ class VirtualCluster:
             self.inits[name] = {"unshare_pid": p.pid, "init_pid": init,
                                 "ns": {k: _ns_inode(init, k) for k in kinds}}
 
-    def _wire_network(self) -> None:
+    def _wire_network(self, names: list[str] | None = None) -> None:
         ip = _tool("ip")
         br = self.bridge
+        first = names is None
+        names = self.names if names is None else names
         create = [f"link add {self.veth(n)} type veth peer name {IFACE} netns {self.inits[n]['init_pid']}"
-                  for n in self.names]
+                  for n in names]
         subprocess.run([ip, "-batch", "-"], input="\n".join(create) + "\n", text=True, check=True,
                        capture_output=True, timeout=30)
-        for n in self.names:
+        for n in names:
             _disable_ipv6(self.veth(n))
-        up = [f"addr add {self.ip('login')}/{self.subnet.prefixlen} dev {br}", f"link set {br} up"]
-        up += [f"link set {self.veth(n)} master {br} up" for n in self.names]
+        up = [f"addr add {self.ip('login')}/{self.subnet.prefixlen} dev {br}", f"link set {br} up"] if first else []
+        up += [f"link set {self.veth(n)} master {br} up" for n in names]
         subprocess.run([ip, "-batch", "-"], input="\n".join(up) + "\n", text=True, check=True,
                        capture_output=True, timeout=30)
         procs = []
-        for n in self.names:
+        for n in names:
             inside = ["link set lo up", f"addr add {self.ip(n)}/{self.subnet.prefixlen} dev {IFACE}",
                       f"link set {IFACE} up"]
             p = subprocess.Popen([_tool("nsenter"), f"--target={self.inits[n]['init_pid']}", "--net",
@@ -644,11 +653,14 @@ class VirtualCluster:
             if p.returncode != 0:
                 raise RuntimeError(f"network of {n}: {out}")
 
-    def _start_daemons(self) -> None:
-        daemon_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                      "HOME": pwd.getpwuid(0).pw_dir, "LANG": "C.UTF-8", "SLURM_CONF": str(self.conf)}
+    def _daemon_env(self) -> dict[str, str]:
+        return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME": pwd.getpwuid(0).pw_dir, "LANG": "C.UTF-8", "SLURM_CONF": str(self.conf)}
+
+    def _start_daemons(self, names: list[str] | None = None) -> None:
+        daemon_env = self._daemon_env()
         procs = []
-        for n in [LOGIN, *self.names]:
+        for n in names if names is not None else [LOGIN, *self.names]:
             d = self.dir(n)
             if n == LOGIN:  # the clients' munged, in the root mount namespace
                 cmds = [self._munged(d / "munged.pid", d / "munged.log", d / "munged.seed",
@@ -734,6 +746,75 @@ class VirtualCluster:
             problems.append(f"IPv6 addresses: {routes6.stdout.strip()}")
         if problems:
             raise RuntimeError(f"node {name} reaches outside the cluster: {'; '.join(problems)}")
+
+    # -- faults: a node that dies as a whole, a controller that restarts ----------------------
+    def kill_node(self, name: str) -> None:
+        """Kill node ``name`` as a power loss would: its init (PID 1 of its namespaces) dies, so the
+        kernel kills every process on it at once and its network goes with its namespace."""
+        if name not in self.nodes:
+            raise ValueError(f"no node {name!r} (nodes: {', '.join(self.nodes)})")
+        info = self.inits.get(name, {})
+        if not self._init_is_ours(info):
+            raise RuntimeError(f"node {name} is not running")
+        os.kill(info["init_pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _pid_alive(info["init_pid"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ip = _tool("ip")
+        while any(link == self.veth(name) for link in self._links()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subprocess.run([ip, "link", "del", self.veth(name)], capture_output=True, timeout=30)
+        self.inits[name] = {**info, "stopped": True}
+        self._save()
+
+    def start_node(self, name: str, timeout: float = 120) -> None:
+        """Start node ``name`` again (new namespaces, network, munged, slurmd, sshd); Slurm takes it
+        back when its slurmd registers (ReturnToService=2)."""
+        if name not in self.nodes:
+            raise ValueError(f"no node {name!r} (nodes: {', '.join(self.nodes)})")
+        if self._init_is_ours(self.inits.get(name, {})):
+            raise RuntimeError(f"node {name} is running; kill it first")
+        self._start_namespaces([name])
+        self._save()
+        self._wire_network([name])
+        self._start_daemons([name])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = self.client("sinfo", "-h", "-n", name, "-o", "%T", check=False, timeout=30)
+            if r.stdout.strip() in ("idle", "mixed", "allocated"):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"node {name} did not come back within {timeout:.0f}s (sinfo: {r.stdout.strip()!r})")
+
+    def node_state(self, name: str) -> str:
+        """Slurm's state of a node (idle, allocated, down*, ...)."""
+        return self.client("sinfo", "-h", "-n", name, "-o", "%T", check=False, timeout=30).stdout.strip()
+
+    def stop_controller(self) -> None:
+        """Stop slurmctld (running jobs go on; clients get no answer until it is back)."""
+        pid = int((self.root / CONTROLLER / "slurmctld.pid").read_text().split()[0])
+        self.run(CONTROLLER, "kill", "-TERM", str(pid), check=False, cwd="/")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.run(CONTROLLER, "kill", "-0", str(pid), check=False, cwd="/").returncode != 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("slurmctld did not stop within 60s")
+
+    def start_controller(self, timeout: float = 60) -> None:
+        """Start slurmctld again; it reloads its saved state (the jobs) from StateSaveLocation."""
+        log = open(self.dir(CONTROLLER) / "start.log", "ab")
+        p = subprocess.Popen(self.node_argv(CONTROLLER, [_tool("slurmctld")], cwd="/"), env=self._daemon_env(),
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        if p.wait(timeout=60) != 0:
+            raise RuntimeError(f"slurmctld did not start: {(self.dir(CONTROLLER) / 'start.log').read_text()[-2000:]}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.client("sinfo", "-h", check=False, timeout=30).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"slurmctld does not answer {timeout:.0f}s after its start")
 
     def alive(self) -> bool:
         return any(self._init_is_ours(v) for v in self.inits.values())
@@ -847,8 +928,8 @@ def _node_init(ready_fd: int, root: str, cfg: dict) -> None:
     handles = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in cfg["shared"]}
     file_handles = {src: os.open(src, os.O_PATH) for src in cfg["binds"] if not src.startswith("/run/")}
     _mount(libc, "tmpfs", "/run", "tmpfs", 0, "mode=0755")
-    for d, mode in (("/run/munge", 0o755), ("/run/slurm", 0o755), ("/run/sshd", 0o755),
-                    ("/run/lock", 0o1777)):
+    for d, mode in (("/run/munge", 0o755), ("/run/slurm", 0o755), ("/run/slurm/spool", 0o755),
+                    ("/run/sshd", 0o755), ("/run/lock", 0o1777)):
         os.mkdir(d)
         os.chmod(d, mode)
     os.chown("/run/munge", cfg["munge_uid"], cfg["munge_gid"])
@@ -904,8 +985,13 @@ def main(argv: list[str]) -> int:
     s.add_argument("--cpus-per-node", type=int, default=4)
     s.add_argument("--shared", action="append", default=[],
                    help="a directory under /tmp, /dev/shm or /run to share with every node")
-    for name in ("stop", "status"):
+    for name in ("stop", "status", "stop-controller", "start-controller"):
         sub.add_parser(name).add_argument("dir")
+    for name, text in (("kill-node", "kill a node as a whole (its namespace init): a power loss"),
+                       ("start-node", "start a killed node again")):
+        n = sub.add_parser(name, help=text)
+        n.add_argument("dir")
+        n.add_argument("node")
     e = sub.add_parser("exec", help="run a command on a node: exec DIR NODE -- CMD...")
     e.add_argument("dir")
     e.add_argument("node")
@@ -925,6 +1011,12 @@ def main(argv: list[str]) -> int:
         for item in left:
             print(f"left over: {item}", file=sys.stderr)
         return 1 if left else 0
+    if args.cmd in ("kill-node", "start-node"):
+        (c.kill_node if args.cmd == "kill-node" else c.start_node)(args.node)
+        return 0
+    if args.cmd in ("stop-controller", "start-controller"):
+        (c.stop_controller if args.cmd == "stop-controller" else c.start_controller)()
+        return 0
     if args.cmd == "status":
         st = c.status()
         print(json.dumps(st, indent=1))

@@ -22,6 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.jobs.helpers import write_profile
+
+REPO = Path(__file__).resolve().parents[2]
+
 _spec = importlib.util.spec_from_file_location("larsctl_test_multinode_cluster",
                                                Path(__file__).with_name("cluster.py"))
 vc_mod = importlib.util.module_from_spec(_spec)
@@ -64,3 +68,17 @@ def vc_env(virtual_cluster, monkeypatch):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     return virtual_cluster.env()
+
+
+@pytest.fixture
+def profile(virtual_cluster, vc_env, larsctl_dirs, tmp_path, vc):
+    """A factory: a user profile for the virtual cluster (its nodes reach each other over eth0)."""
+
+    def make(name: str, **fields) -> str:
+        write_profile(larsctl_dirs["config"], name, **{
+            "scheduler": "slurm", "nodes": 3, "gpus_per_node": 1, "cpus_per_node": virtual_cluster.cpus_per_node,
+            "partition": vc.PARTITION, "walltime": "00:30:00", "signal_margin": 60, "network_interface": "eth0",
+            "venv": str(REPO / ".venv"), "workdir": str(tmp_path / "runs"), **fields})
+        return name
+
+    return make

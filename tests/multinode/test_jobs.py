@@ -10,7 +10,6 @@ completes, and nothing is left running on any node after a cancel.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -18,54 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.helpers import DEMO, events, larsctl, status, step, wait_for, write_profile
+from tests.jobs.helpers import events, larsctl, step, wait_for
+from tests.multinode.helpers import SMALL, assert_trained_across_nodes, rank_lines, trainers_on, wait_no_trainers
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 REPO = Path(__file__).resolve().parents[2]
-NODES = ("n1", "n2", "n3")
-# One rank per node, 8 images of 16 px each: effective batch 24.
-SMALL = ["--recipe", DEMO, "--target-batch", "24", "--per-gpu-batch", "8", "--gpus", "3",
-         "--set", "image_size=16", "--set", "log_every_steps=1"]
-
-
-@pytest.fixture
-def profile(virtual_cluster, vc_env, larsctl_dirs, tmp_path, vc):
-    """A factory: a user profile for the virtual cluster (its nodes reach each other over eth0)."""
-
-    def make(name: str, **fields) -> str:
-        write_profile(larsctl_dirs["config"], name, **{
-            "scheduler": "slurm", "nodes": 3, "gpus_per_node": 1, "cpus_per_node": virtual_cluster.cpus_per_node,
-            "partition": vc.PARTITION, "walltime": "00:30:00", "signal_margin": 60, "network_interface": "eth0",
-            "venv": str(REPO / ".venv"), "workdir": str(tmp_path / "runs"), **fields})
-        return name
-
-    return make
-
-
-def rank_lines(job_dir: str) -> dict[int, str]:
-    """rank -> that rank's own log (logs/ranks/rank.R.log)."""
-    return {int(p.name.split(".")[1]): p.read_text() for p in Path(job_dir, "logs", "ranks").glob("rank.*.log")}
-
-
-def assert_trained_across_nodes(job_id: str, row: dict) -> dict[int, str]:
-    """Distinct hosts, equal final weights, loss fell, outputs in the shared job dir; rank -> host."""
-    logs = rank_lines(row["job_dir"])
-    assert sorted(logs) == [0, 1, 2], sorted(logs)
-    hosts = {}
-    for rank, text in logs.items():
-        hosts[rank] = re.findall(rf"trainer: rank {rank} of 3 on (\S+),", text)[-1]
-    assert sorted(hosts.values()) == list(NODES), hosts
-    digests = {rank: re.findall(r"final parameters sha256 (\w+)", text)[-1] for rank, text in logs.items()}
-    assert len(set(digests.values())) == 1, digests  # the allreduce kept every rank's weights equal
-    losses = [json.loads(line)["loss"] for line in Path(row["job_dir"], "metrics.jsonl").read_text().splitlines()
-              if '"kind": "train"' in line]
-    assert min(losses[-3:]) < max(losses[:3]), losses
-    assert list(Path(row["job_dir"], "checkpoints").glob("checkpoint-*.pt"))
-    on_n2 = next(rank for rank, host in hosts.items() if host == "n2")
-    shown = larsctl("logs", job_id, "--rank", str(on_n2)).stdout
-    assert f"trainer: rank {on_n2} of 3 on n2," in shown
-    return hosts
 
 
 def requeue_after_usr2(virtual_cluster, job_id: str) -> dict:
@@ -103,19 +60,28 @@ def test_across_nodes_usr2_stops_every_rank_at_one_step_then_the_job_completes(
     assert_trained_across_nodes(job_id, row)
 
 
+def test_the_leftover_check_sees_a_trainer_left_on_a_node(virtual_cluster):
+    """The check below is real: a process that looks like a rank, left on n2, is found."""
+    left = virtual_cluster.popen("n2", ["python3", "-c", "import time; time.sleep(120)", "-m", "trainer",
+                                        "--config", "x"])
+    try:
+        deadline = time.monotonic() + 30
+        while "-m trainer --config x" not in trainers_on(virtual_cluster)["n2"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "-m trainer --config x" in trainers_on(virtual_cluster)["n2"]
+        assert wait_no_trainers(virtual_cluster, timeout=1)["n2"]
+    finally:
+        left.kill()
+        left.wait()
+
+
 def test_cancel_leaves_no_trainer_on_any_node(virtual_cluster, profile):
     """horovodrun starts the other nodes' ranks over ssh, outside Slurm's process tracking."""
     cluster = profile("vc-cancel", mpi="gloo")
     job_id = larsctl("submit", "--cluster", cluster, *SMALL, "--max-steps", "400").stdout.strip()
     wait_for(job_id, lambda r: r["state"] == "RUNNING" and step(r) >= 2, timeout=300, what="training")
     assert larsctl("cancel", job_id, timeout=180).stdout.strip() == f"{job_id}: CANCELLED"
-    deadline = time.monotonic() + 60
-    while True:
-        left = {n: virtual_cluster.run(n, "pgrep", "-af", "-m trainer", check=False).stdout.strip()
-                for n in NODES}
-        if not any(left.values()) or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    left = wait_no_trainers(virtual_cluster)
     assert not any(left.values()), left
 
 

@@ -212,6 +212,21 @@ class TestSlurm:
             time.sleep(0.1)
         os.kill(pid, signal.SIGKILL)
 
+    def stop_controller(self) -> None:
+        """Stop slurmctld (jobs go on running; clients get no answer until it is back)."""
+        self._kill(self.root / "slurmctld.pid")
+
+    def start_controller(self, timeout: float = 60) -> None:
+        """Start slurmctld again; it reloads the jobs from its StateSaveLocation."""
+        env = {**os.environ, **self.env()}
+        subprocess.run([_sbin("slurmctld"), "-f", str(self.conf)], env=env, check=True, timeout=30)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.run("sinfo", "-h", check=False).returncode == 0:
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"slurmctld does not answer {timeout:.0f}s after its start")
+
     # -- helpers for tests ---------------------------------------------------
     def run(self, *argv: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(list(argv), env={**os.environ, **self.env()}, capture_output=True,

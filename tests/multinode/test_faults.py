@@ -1,0 +1,81 @@
+"""A node killed as a whole in the middle of a 3-node job, under every flavour that runs across
+nodes here: the segment ends as node_fail naming the node, no surviving rank is left blocked,
+the allocation is released and the job waits for its full size; once the node is back the job
+runs again from its newest checkpoint and completes with equal weights on every node.
+
+The kill is the node's namespace init dying (tests/multinode/cluster.py kill_node): every
+process on it dies at once and its network goes, as in a power loss.  The job's fault bound
+is 30 s, so the watchdog judges a silent node after 15 s.  When the node that dies runs the
+batch script (n1), nothing of the job is left there to notice: Slurm itself finds the node
+dead by its missed pings (SlurmdTimeout 60 s in the test cluster) and requeues the job.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.jobs.helpers import larsctl, step, wait_for
+from tests.multinode.helpers import NODES, SMALL, assert_trained_across_nodes, wait_no_trainers
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+BOUND = 30
+SLURMD_TIMEOUT = 60  # tests/multinode/cluster.py slurm.conf
+STEPS, EVERY = 40, 5
+
+
+def released_until_done(virtual_cluster, vc, sid: str):
+    """A predicate for wait_for: COMPLETED; a requeued job held back is let go at once (once the
+    previous run's credential has expired)."""
+    def done(row):
+        if row["state"] in ("PENDING", "REQUEUED") and row["restarts"] > 0:
+            time.sleep(vc.CRED_EXPIRE + 1)
+            virtual_cluster.client("scontrol", "update", f"JobId={sid}", "StartTime=now", check=False)
+        return row["state"] == "COMPLETED"
+    return done
+
+
+@pytest.mark.parametrize("mpi, engine, victim", [
+    ("openmpi", "horovod", "n2"), ("srun-pmix", "horovod", "n1"), ("gloo", "horovod", "n3"), ("srun", "ddp", "n2"),
+], ids=["mpirun-n2", "srun-pmix-n1-batch-host", "horovodrun-n3", "torchrun-n2"])
+def test_a_killed_node_ends_the_segment_as_node_fail_and_the_job_completes_once_it_is_back(
+        virtual_cluster, vc, profile, mpi, engine, victim):
+    cluster = profile(f"vc-nf-{mpi}", mpi=mpi, engine=engine, faults={"bound_s": BOUND})
+    job_id = larsctl("submit", "--cluster", cluster, *SMALL, "--max-steps", str(STEPS),
+                     "--set", f"checkpoint_every_steps={EVERY}").stdout.strip()
+    row = wait_for(job_id, lambda r: r["state"] == "RUNNING" and step(r) >= 8, timeout=300, what="training")
+    (sid,) = row["scheduler_ids"]
+    virtual_cluster.kill_node(victim)
+    killed = time.monotonic()
+    try:
+        row = wait_for(job_id, lambda r: any(s["cause"] for s in r["segments"]), timeout=300,
+                       what="the segment's end")
+        stated = time.monotonic() - killed
+        seg = row["segments"][0]
+        assert seg["cause"] == "node_fail" and victim in (seg["host"] or ""), seg
+        # The watchdog's bound; on the batch host's death, Slurm's own (missed pings, then DOWN).
+        assert stated < (BOUND if victim != "n1" else SLURMD_TIMEOUT + 40) + 15, stated
+        survivors = [n for n in NODES if n != victim]
+        left = wait_no_trainers(virtual_cluster, survivors, timeout=BOUND)
+        assert not any(left.values()), f"ranks left on the surviving nodes: {left}"
+        # The allocation is released (Slurm keeps the job COMPLETING until it has declared the dead
+        # node DOWN), then the job waits for its full size with the surviving nodes idle.
+        deadline = time.monotonic() + SLURMD_TIMEOUT + 60
+        while (queued := virtual_cluster.client("squeue", "-h", "-j", sid, "-o", "%T").stdout.strip()) \
+                != "PENDING" and time.monotonic() < deadline:
+            time.sleep(2)
+        assert queued == "PENDING", queued
+        time.sleep(10)
+        assert virtual_cluster.client("squeue", "-h", "-j", sid, "-o", "%T").stdout.strip() == "PENDING"
+        assert all(virtual_cluster.node_state(n) == "idle" for n in survivors), \
+            {n: virtual_cluster.node_state(n) for n in NODES}
+    finally:
+        virtual_cluster.start_node(victim)
+    done = wait_for(job_id, released_until_done(virtual_cluster, vc, sid), timeout=600,
+                    what="COMPLETED once the node is back")
+    assert done["progress"]["step"] == STEPS
+    first, *rest = done["segments"]
+    assert rest[-1]["cause"] == "completed" and first["cause"] == "node_fail"
+    assert 0 <= first["steps_lost"] <= EVERY, first
+    assert_trained_across_nodes(job_id, done)
