@@ -135,13 +135,17 @@ def build_figure(runs: list[Run], panels: tuple[Panel, ...], width_px: int, heig
                 _draw_curve(ax, panel, curve, run, label, colour, by_epoch, smoothing)
     for ax, panel in zip(axes, panels):
         _dress(ax, panel, by_epoch)
-    kinds = _draw_markers(fig, axes[:len(panels)], runs, colours, by_epoch)
+    placed = _draw_markers(axes[:len(panels)], runs, colours, by_epoch)
     fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 6),
                frameon=False)
+    kinds = {marker.kind for _, marker, _ in placed}
     if kinds:  # say which marker style is which
         fig.legend(handles=[Line2D([], [], color="0.3", label=_MARKER_LEGEND[kind], **_line_style(kind))
                             for kind in _MARKER_LEGEND if kind in kinds],
                    loc="outside lower center", ncols=3, frameon=False, fontsize="small")
+        fig.get_layout_engine().execute(fig)  # the panels' final widths: how many labels fit side by side
+        for ax in axes[:len(panels)]:
+            _label_markers(fig, ax, placed)
     return fig
 
 
@@ -202,11 +206,10 @@ def _line_style(kind: str) -> dict:
     return {"ls": style, "lw": width, "alpha": alpha}
 
 
-def _draw_markers(fig: Figure, axes, runs: list[Run], colours: list[str], by_epoch: bool) -> set[str]:
-    """Every run's markers on every panel, at the x its curves use; the kinds drawn.
-
-    A marker past the run's last step (a warmup it never finished) is not drawn."""
-    placed = []  # (x, marker, colour)
+def _draw_markers(axes, runs: list[Run], colours: list[str], by_epoch: bool) -> list[tuple]:
+    """Every run's markers as lines on every panel, at the x its curves use; (x, Marker, colour)
+    of each.  A marker past the run's last step (a warmup it never finished) is not drawn."""
+    placed = []
     for index, run in enumerate(runs):
         spe = run.steps_per_epoch if by_epoch else None
         for marker in markers.run_markers(run):
@@ -218,29 +221,30 @@ def _draw_markers(fig: Figure, axes, runs: list[Run], colours: list[str], by_epo
             ax.add_collection(LineCollection([[(x, 0), (x, 1)]], transform=ax.get_xaxis_transform(),
                                              colors=colour, linestyles=[style], linewidths=width, alpha=alpha,
                                              zorder=1.5, gid=marker.kind), autolim=False)
-        _label_markers(fig, ax, placed)
-    return {marker.kind for _, marker, _ in placed}
+    return placed
 
 
-def _label_markers(fig: Figure, ax, placed: list) -> None:
-    """One small rotated label per cluster of markers closer than a label's height: the
-    cluster's first (a reshape first), with "(+N)" for the others; the table lists them all."""
+def _label_markers(fig: Figure, ax, placed: list[tuple]) -> None:
+    """Small rotated labels at least a label's width apart: a marker closer than that to the
+    label before it adds "(+N)" to it instead (a reshape takes the label over: it moves right,
+    away from the one before); the segments table lists them all."""
     low, high = ax.get_xlim()
-    width_px = 0.8 * ax.get_position().width * fig.get_figwidth() * fig.dpi  # before the layout shrinks it
-    gap = (high - low) * 1.5 * _MARKER_FONT_PT * fig.dpi / 72 / max(width_px, 1.0)
-    clusters: list[list] = []
-    for item in sorted((p for p in placed if low <= p[0] <= high), key=lambda p: p[0]):
-        if clusters and item[0] - clusters[-1][0][0] < gap:
-            clusters[-1].append(item)
-        else:
-            clusters.append([item])
+    gap = (high - low) * 1.5 * _MARKER_FONT_PT * fig.dpi / 72 / max(ax.bbox.width, 1.0)
+    labels: list[list] = []  # [x, marker, colour, markers under this label]
+    for x, marker, colour in sorted((p for p in placed if low <= p[0] <= high), key=lambda p: p[0]):
+        if not labels or x - labels[-1][0] >= gap:
+            labels.append([x, marker, colour, 1])
+            continue
+        labels[-1][3] += 1
+        if marker.kind == markers.RESHAPE and labels[-1][1].kind != markers.RESHAPE:
+            labels[-1][:3] = [x, marker, colour]
     beside = offset_copy(ax.get_xaxis_transform(), fig, x=-1.5, units="points")  # just left of the line
-    for cluster in clusters:
-        x, marker, colour = next((p for p in cluster if p[1].kind == markers.RESHAPE), cluster[0])
-        more = f" (+{len(cluster) - 1})" if len(cluster) > 1 else ""
-        ax.text(x, 0.98, marker.text + more, transform=beside, rotation=90, ha="right", va="top",
-                fontsize=_MARKER_FONT_PT, color=colour, clip_on=True, gid=f"{marker.kind}-label",
-                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.6, "pad": 0.5})
+    for x, marker, colour, count in labels:
+        more = f" (+{count - 1})" if count > 1 else ""
+        text = ax.text(x, 0.98, marker.text + more, transform=beside, rotation=90, ha="right", va="top",
+                       fontsize=_MARKER_FONT_PT, color=colour, clip_on=True, gid=f"{marker.kind}-label",
+                       bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.6, "pad": 0.5})
+        text.set_in_layout(False)  # inside the panel: the layout was made without them
 
 
 def png_bytes(fig: Figure) -> bytes:
