@@ -287,8 +287,11 @@ def _torchrun(profile, plan, trainer, box, scheduler, job_id) -> Launch:
         rdzv = ["--standalone"]  # picks a free port: no clash between jobs on one node
         setup: tuple[str, ...] = ()
     else:
+        # Every node's agent must join within the job's start-up bound (c10d's own default:
+        # 600 s), so that a node that never comes up ends the segment instead of waiting.
         rdzv = ["--rdzv-backend=c10d", "--rdzv-id", job_id,
-                "--rdzv-endpoint", Shell(f'"${MASTER_VAR}:{_rdzv_port(job_id)}"')]
+                "--rdzv-endpoint", Shell(f'"${MASTER_VAR}:{_rdzv_port(job_id)}"'),
+                "--rdzv-conf", f"join_timeout={profile.fault_settings().startup_s}"]
         setup = _master_setup(scheduler)
     torchrun = [*box, python, "-m", "torch.distributed.run", f"--nnodes={plan.nodes}",
                 f"--nproc-per-node={plan.gpus_per_node}", *rdzv, *module_args]

@@ -29,6 +29,8 @@ class DDPEngine(Engine):
         if use_cuda:
             torch.cuda.set_device(self.device)
         self.distributed = self.env.world_size > 1
+        # NCCL's watchdog aborts a rank whose collective hangs beyond the same timeout.
+        os.environ.setdefault("TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC", str(int(timeout_s)))
         if self.distributed:
             dist.init_process_group(
                 backend="nccl" if use_cuda else "gloo",
