@@ -14,7 +14,8 @@ The warmup ends at round(warmup_epochs x steps per epoch) steps (trainer/optim/s
 round half up, at least 1), with the steps per epoch the run started with: the schedule
 keeps its warmup length across resumes (it is in the checkpoint).
 
-Pure: a Run and its segments in, markers out; nothing here draws.
+A Run and its segments in, markers out; nothing here draws, and read_segments is the
+only reader of files.
 """
 from __future__ import annotations
 
