@@ -71,3 +71,13 @@ def test_settings_round_trip_and_derive_the_timeouts():
     assert FaultSettings.from_dict(s.to_dict()) == s
     assert s.collective_timeout_s() == 1200  # twice the bound, at least the start-up
     assert parse_rule("node_fail=stop") == (Cause.NODE_FAIL, Action.STOP)
+
+
+def test_the_readme_lists_every_cause_with_its_default():
+    """README's "When things go wrong" table says what trainer.supervisor.causes.TABLE does."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| (resume|stop)[^|]* \|", text, re.M))
+    assert rows == {c.value: i.default.value for c, i in TABLE.items()}
