@@ -165,6 +165,14 @@ def remote_ranks_over_ssh(spec, scheduler: str) -> list[str]:
     ]
 
 
+# How the supervisor asks whether a host still answers (trainer.supervisor.liveness): $1 is the host.
+PROBES = {
+    "slurm": 'srun --overlap --mpi=none --nodes=1 --ntasks=1 --nodelist="$1" --quiet true',
+    "pbs": 'ssh -o BatchMode=yes -o ConnectTimeout=5 "$1" true',
+    "local": "true",
+}
+
+
 def body(spec, job_dir: Path, launch: Launch, *, header: list[str], requeue: list[str],
          max_restarts: int, restarts_expr: str, scheduler_id_expr: str, scheduler: str, segment: int,
          before_launch: list[str] = (), after_launch: list[str] = (),
@@ -207,7 +215,7 @@ def body(spec, job_dir: Path, launch: Launch, *, header: list[str], requeue: lis
         "larsctl_pid=$!",
         # A simple command, not the function: $! is then the watchdog itself, which TERM ends.
         f'{supervisor_words(spec.profile)} watch --job-dir "$LARSCTL_JOB_DIR" --attempt "$larsctl_attempt" '
-        '--shell-pid "$$" --launcher-pid "$larsctl_pid" &',
+        f'--shell-pid "$$" --launcher-pid "$larsctl_pid" --probe {q(PROBES[scheduler])} &',
         "larsctl_watchdog=$!",
         WAIT_LAUNCHER.strip("\n"),
         *after_launch,
@@ -215,7 +223,8 @@ def body(spec, job_dir: Path, launch: Launch, *, header: list[str], requeue: lis
         'larsctl_action=stop larsctl_failed_host=-',
         "# shellcheck disable=SC2034",
         'if ! read -r larsctl_action larsctl_failed_host < <(larsctl_supervise finish --attempt "$larsctl_attempt" '
-        f'--rc "$rc" --signal "${{larsctl_signalled:-none}}" --restarts "$restarts" --max-restarts {int(max_restarts)}); then',
+        f'--rc "$rc" --signal "${{larsctl_signalled:-none}}" --restarts "$restarts" --max-restarts {int(max_restarts)} '
+        f'--probe {q(PROBES[scheduler])}); then',
         '  echo "larsctl: cannot classify the segment (python -m trainer.supervisor finish failed); not requeueing" >&2',
         "fi",
         'if [ "$larsctl_action" = resume ]; then',

@@ -117,3 +117,22 @@ def test_an_error_signature_ignores_addresses_and_later_lines():
     a = error_signature("RuntimeError", "bad tensor at 0x7f00aa12\nstack...")
     b = error_signature("RuntimeError", "bad tensor at 0x7f11bb34\nother")
     assert a == b == "RuntimeError: bad tensor at 0x?"
+
+
+def test_a_probe_that_reaches_a_silent_host_makes_its_ranks_torn_down_not_dead(tmp_path):
+    """Slurm tears down a whole step (side processes included) when one rank is killed: the
+    silent hosts still answer, and the rank that ended first is the one that failed."""
+    beats = [beat(0, gone="exited", t=5.0), beat(1, host="n2", t=6.0)]
+    a = attempt(tmp_path, beats=beats, observed={"ranks": {"1": {"silent_s": 9.0}}})
+    assert classify(a, 2, rc=137).cause is Cause.NODE_FAIL
+    ending = classify(a, 2, rc=137, alive={"n2"})
+    assert (ending.cause, ending.host) == (Cause.CRASH, "n1")
+
+
+def test_the_hosts_that_outlived_the_first_silent_one():
+    from trainer.supervisor.classify import outlived
+    from trainer.supervisor.records import Attempt
+
+    a = Attempt(None, heartbeats={0: beat(0, t=100.0), 1: beat(1, host="n2", t=160.0),
+                                  2: beat(2, host="n3", t=101.0)})
+    assert outlived(a) == {"n2"}

@@ -74,7 +74,7 @@ def _close_unfinished(args, doc: dict) -> str | None:
     Only a scheduler's own restart of the same segment (same scheduler id and segment) is
     held to the policy; a new segment (a chain, a ``larsctl resume``) always runs.
     """
-    from trainer.supervisor.classify import classify
+    from trainer.supervisor.classify import classify, outlived
     from trainer.supervisor.policy import decide
 
     done = numbers(args.job_dir)
@@ -83,7 +83,9 @@ def _close_unfinished(args, doc: dict) -> str | None:
     last = read_attempt(AttemptPaths(Path(args.job_dir), done[-1]))
     if last.closed:
         return None
-    ending = classify(last, job_ranks(doc))
+    # Its batch shell died without a word, so nobody asked the silent hosts: hosts whose heartbeats
+    # went on after the first fell silent were alive then (the scheduler ended their ranks later).
+    ending = classify(last, job_ranks(doc), alive=outlived(last) or None)
     automatic = (last.start or {}).get("scheduler_id") == args.scheduler_id and \
         (last.start or {}).get("segment") == args.segment
     history = [a.end for a in read_attempts(args.job_dir)[:-1] if a.end]
@@ -105,7 +107,7 @@ def watch(args) -> int:
 
     doc = job_document(args.job_dir)
     return run_watch(AttemptPaths(Path(args.job_dir), args.attempt), job_ranks(doc), job_settings(doc),
-                     args.shell_pid, args.launcher_pid, args.poll)
+                     args.shell_pid, args.launcher_pid, args.poll, args.probe)
 
 
 def _settle(paths: AttemptPaths) -> None:
@@ -140,7 +142,8 @@ def _settle(paths: AttemptPaths) -> None:
 
 
 def finish(args) -> int:
-    from trainer.supervisor.classify import classify
+    from trainer.supervisor.classify import classify, silent_ranks
+    from trainer.supervisor.liveness import answering
     from trainer.supervisor.policy import decide
 
     doc = job_document(args.job_dir)
@@ -149,7 +152,9 @@ def finish(args) -> int:
     _settle(paths)
     attempt = read_attempt(paths)
     signal = args.signal if args.signal not in ("", "none") else None
-    ending = classify(attempt, ranks, rc=args.rc, signal=signal)
+    silent = silent_ranks(attempt, set(attempt.ranks)) if attempt.watchdog is None else set()
+    alive = answering({attempt.heartbeats[r].get("host") for r in silent}, args.probe) if silent else None
+    ending = classify(attempt, ranks, rc=args.rc, signal=signal, alive=alive)
     history = [a.end for a in read_attempts(args.job_dir) if a.end and a.number < args.attempt]
     decision = decide(ending, history, job_settings(doc), args.restarts, args.max_restarts)
     write_json(paths.end, {"time": time.time(), "rc": args.rc, "signal": signal, **ending.to_dict(),
@@ -187,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--shell-pid", required=True, type=int)
     w.add_argument("--launcher-pid", required=True, type=int)
     w.add_argument("--poll", type=float)
+    w.add_argument("--probe", help="a shell command that succeeds when host $1 answers")
     f = sub.add_parser("finish")
     f.add_argument("--job-dir", required=True, type=Path)
     f.add_argument("--attempt", required=True, type=int)
@@ -194,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--signal", default="")
     f.add_argument("--restarts", type=int, default=0)
     f.add_argument("--max-restarts", type=int, default=0)
+    f.add_argument("--probe", help="a shell command that succeeds when host $1 answers")
     heartbeat_mod.add_arguments(sub.add_parser("heartbeat"))
     args = parser.parse_args(argv)
     try:

@@ -9,7 +9,8 @@ Evidence, strongest first:
 3. ranks that ended without a word: their side process saw them go (the earliest is the one
    that failed; the node's OOM killer running meanwhile makes it ``oom``), or killed them
    itself (``deadman``: no progress for twice the bound -> ``hang``); ranks whose
-   heartbeat went silent while the others ended -> ``node_fail``;
+   heartbeat went silent while the others ended -> ``node_fail``, unless their host still
+   answers (``alive``): then the launcher tore their step down with them;
 4. what the scheduler recorded (``scheduler``: a cause it maps its own end state to, with
    its words, e.g. Slurm's NODE_FAIL or TIMEOUT), for segments whose batch shell died;
 5. the batch shell's signal and the launcher's exit code (trainer.exitcodes), the contract
@@ -67,9 +68,11 @@ def _where(rec: dict) -> str:
 
 
 def classify(attempt: Attempt, ranks: int, rc: int | None = None, signal: str | None = None,
-             scheduler: tuple[Cause, str] | None = None) -> Ending:
+             scheduler: tuple[Cause, str] | None = None, alive: set[str] | None = None) -> Ending:
     """The cause of ``attempt`` (``ranks`` ranks); ``scheduler``: (cause, words) from the scheduler's
-    record of this run, when the batch shell could not say (it died, or was killed)."""
+    record of this run, when the batch shell could not say (it died, or was killed); ``alive``: hosts
+    that answered a probe (trainer.supervisor.liveness): their silent ranks were ended with the
+    step, their node did not die."""
     if attempt.watchdog:
         w = attempt.watchdog
         hosts = w.get("hosts") or []
@@ -87,7 +90,9 @@ def classify(attempt: Attempt, ranks: int, rc: int | None = None, signal: str | 
     if len(recs) >= ranks and all(r.get("cause") == Cause.COMPLETED.value for r in recs.values()):
         r = recs[min(recs)]
         return Ending(Cause.COMPLETED, r.get("detail") or "completed", None, (), r.get("step"))
-    silent = _silent(attempt, set(recs))
+    silent = silent_ranks(attempt, set(recs))
+    torn = {r: attempt.heartbeats[r] for r in silent if alive and attempt.heartbeats[r].get("host") in alive}
+    silent -= set(torn)
     quiet = {rank: hb for rank, hb in attempt.heartbeats.items() if rank not in recs and hb.get("gone")}
     absent = _absent_hosts(attempt, ranks)
     if absent and not silent:
@@ -107,8 +112,8 @@ def classify(attempt: Attempt, ranks: int, rc: int | None = None, signal: str | 
         return Ending(Cause.HANG, f"{_where(hb)} made no progress at step {hb.get('step')} for "
                                   f"{hb.get('idle_s')}s; its heartbeat process killed it",
                       hb.get("host"), (hb["rank"],), hb.get("step"), f"hang: rank {hb['rank']}")
-    if quiet:
-        hb = min(quiet.values(), key=lambda h: h.get("time", 0))
+    if quiet or torn:
+        hb = min((quiet or torn).values(), key=lambda h: h.get("time", 0))
         if hb.get("oom_kills"):
             return Ending(Cause.OOM, f"{_where(hb)} was killed at step {hb.get('step')} while the node's OOM "
                                      "killer ran", hb.get("host"), (hb["rank"],), hb.get("step"), "oom: killed")
@@ -154,12 +159,26 @@ def _absent_hosts(attempt: Attempt, ranks: int) -> list[str]:
     return sorted(expected - seen)
 
 
+def outlived(attempt: Attempt) -> set[str]:
+    """Hosts whose heartbeats went on for more than a period after the first host fell silent (by
+    the writers' clocks): for a segment nobody watched to its end, the hosts that were alive."""
+    last: dict[str, float] = {}
+    for hb in attempt.heartbeats.values():
+        if hb.get("host"):
+            last[hb["host"]] = max(last.get(hb["host"], 0.0), float(hb.get("time") or 0.0))
+    if len(last) < 2:
+        return set()
+    period = max(float(hb.get("period") or 1.0) for hb in attempt.heartbeats.values())
+    first = min(last.values())
+    return {host for host, t in last.items() if t > first + period}
+
+
 def silence(heartbeat: dict) -> float:
     """Seconds without a new heartbeat record after which its writer counts as gone with its node."""
     return 2 * float(heartbeat.get("period") or 1.0) + 1
 
 
-def _silent(attempt: Attempt, ended: set[int]) -> set[int]:
+def silent_ranks(attempt: Attempt, ended: set[int]) -> set[int]:
     """Ranks whose heartbeat went silent: without a last record, and seen silent by the
     watchdog (observed.json) for more than two heartbeat periods."""
     seen = (attempt.observed or {}).get("ranks", {})

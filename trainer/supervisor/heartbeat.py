@@ -11,8 +11,9 @@ the time.  So the watchdog can tell apart:
 * a node that died: the heartbeat files of its ranks stop changing;
 * a stopped or stuck rank: its file keeps changing, its counter does not (state ``T`` when
   the process was stopped, phase ``data`` when it waits for a batch);
-* a rank that ended: its side process writes a last record (``gone``) within a second,
-  with the node's OOM-killer count since the start (``oom_kills``).
+* a rank that ended: its side process writes a last record (``gone``) at once (it reads EOF
+  on a pipe only the rank holds), with the node's OOM-killer count since the start
+  (``oom_kills``), before a launcher tearing down the rest of the step can end it too.
 
 Dead-man switch: when the counter has not moved for ``deadman`` seconds (twice the bound;
 ``startup_deadman`` before the first step), the side process kills its rank with SIGKILL.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import mmap
 import os
+import select
 import signal
 import socket
 import struct
@@ -65,14 +67,20 @@ class Heartbeat:
         package_root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root,
                                                                          os.environ.get("PYTHONPATH")])))
+        # A pipe whose write end only this process holds: the side process reads EOF the moment
+        # the rank dies (before a launcher tears the rest of the step down), and says so.
+        watch, self._alive_fd = os.pipe()
         argv = [sys.executable, "-m", "trainer.supervisor", "heartbeat", "--shm", self.shm_path,
                 "--out", str(out), "--parent", str(os.getpid()), "--rank", str(rank),
                 "--period", f"{period_s:g}", "--deadman", f"{deadman_s:g}",
-                "--startup-deadman", f"{startup_deadman_s:g}"]
+                "--startup-deadman", f"{startup_deadman_s:g}", "--watch-fd", str(watch)]
         # Its own session: a launcher that kills the rank's process group leaves it to write
         # the rank's last record.
-        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
-                                        start_new_session=True, close_fds=True)
+        try:
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
+                                            start_new_session=True, close_fds=True, pass_fds=(watch,))
+        finally:
+            os.close(watch)
 
     def set(self, phase: str, step: int) -> None:
         self._counter += 1
@@ -104,8 +112,17 @@ def _oom_kills() -> int | None:
     return None
 
 
+def _wait(watch_fd: int | None, seconds: float) -> bool:
+    """Sleep up to ``seconds``; True when the rank's pipe closed (the rank died) meanwhile."""
+    if watch_fd is None:
+        time.sleep(seconds)
+        return False
+    ready, _, _ = select.select([watch_fd], [], [], seconds)
+    return bool(ready) and os.read(watch_fd, 1) == b""
+
+
 def run_side_process(shm: str, out: Path, parent: int, rank: int, period: float, deadman: float,
-                     startup_deadman: float) -> int:
+                     startup_deadman: float, watch_fd: int | None = None) -> int:
     fd = os.open(shm, os.O_RDONLY)
     try:
         mm = mmap.mmap(fd, _LAYOUT.size, prot=mmap.PROT_READ)
@@ -114,7 +131,7 @@ def run_side_process(shm: str, out: Path, parent: int, rank: int, period: float,
     host = socket.gethostname()
     oom_start = _oom_kills()
     seq, last_counter, moved_at, next_write = 0, None, time.monotonic(), 0.0
-    gone = None
+    gone, parent_closed = None, False
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the rank's launcher may TERM its whole tree
     while True:
         now = time.monotonic()
@@ -122,7 +139,7 @@ def run_side_process(shm: str, out: Path, parent: int, rank: int, period: float,
         if counter != last_counter:
             last_counter, moved_at = counter, now
         state = proc_state(parent)
-        if os.getppid() != parent or state in (None, "Z", "X"):
+        if parent_closed or os.getppid() != parent or state in (None, "Z", "X"):
             gone = "exited"
         elif PHASES[phase] != "done" and now - moved_at > (startup_deadman if PHASES[phase] == "startup"
                                                             else deadman):
@@ -152,7 +169,8 @@ def run_side_process(shm: str, out: Path, parent: int, rank: int, period: float,
             except OSError:
                 pass
             return 0
-        time.sleep(PARENT_POLL_S)
+        if _wait(watch_fd, min(PARENT_POLL_S, max(0.0, next_write - time.monotonic()))):
+            parent_closed = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,8 +181,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--period", required=True, type=float)
     parser.add_argument("--deadman", required=True, type=float)
     parser.add_argument("--startup-deadman", required=True, type=float)
+    parser.add_argument("--watch-fd", type=int, help="a pipe the rank holds open while it lives")
 
 
 def main(args: argparse.Namespace) -> int:
     return run_side_process(args.shm, args.out, args.parent, args.rank, args.period, args.deadman,
-                            args.startup_deadman)
+                            args.startup_deadman, args.watch_fd)

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 from trainer.supervisor.causes import BOUND_STEPS, Cause, FaultSettings
 from trainer.supervisor.heartbeat import proc_state
+from trainer.supervisor.liveness import answering
 from trainer.supervisor.records import AttemptPaths, by_rank, read_json, write_json
 
 STEP_SAMPLES = 50
@@ -164,8 +165,19 @@ def _alive(pid: int) -> bool:
     return proc_state(pid) not in (None, "Z", "X")
 
 
+def confirmed(verdict: Verdict, probe: str | None) -> Verdict:
+    """A node_fail verdict whose hosts still answer is a hang of ranks whose heartbeat stopped."""
+    if verdict.cause is not Cause.NODE_FAIL:
+        return verdict
+    alive = answering(verdict.hosts, probe)
+    if not alive:
+        return verdict
+    return Verdict(Cause.HANG, verdict.ranks, verdict.hosts, verdict.step,
+                   f"{verdict.detail}, but {', '.join(sorted(alive))} answers")
+
+
 def watch(paths: AttemptPaths, ranks: int, settings: FaultSettings, shell_pid: int, launcher_pid: int,
-          poll_s: float | None = None) -> int:
+          poll_s: float | None = None, probe: str | None = None) -> int:
     """Watch until a verdict (written, shell signalled), SIGTERM, or the launcher or the batch
     shell is gone; then observed.json.  Exit 0."""
     def stop(signum, frame):
@@ -183,6 +195,7 @@ def watch(paths: AttemptPaths, ranks: int, settings: FaultSettings, shell_pid: i
                 break
             verdict = obs.judge(now)
             if verdict is not None:
+                verdict = confirmed(verdict, probe)
                 write_json(paths.watchdog, {**verdict.to_dict(), "time": time.time(), "bound_s": obs.bound()})
                 write_json(paths.observed, obs.snapshot(now))
                 os.kill(shell_pid, signal.SIGUSR1)
