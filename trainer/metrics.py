@@ -3,6 +3,9 @@
 metrics.jsonl gets one JSON object per line, appended and flushed line by line:
   {"kind": "train", "time", "epoch", "step", "total_steps", "steps_per_epoch", "loss",
    "accuracy", "lr", "images_per_sec", "effective_batch",
+   "batch_digest" (ImageFolder data: a digest of the global sample indices of the step the record
+   is at, the same for that step on any split of the effective batch over ranks and
+   micro-batches; absent for DALI and synthetic data, whose order is their own),
    and, when the gradient noise scale is measured (trainer/gns.py; off with
    --no-noise-scale, and not measurable with one rank and k = 1):
    "gns_small_sq", "gns_big_sq", "gns_steps", "gns_b_small", "gns_b_big", "gns_data_size",
@@ -73,14 +76,17 @@ class MetricsLogger:
 
     def train(self, *, epoch: float, step: int, total_steps: int, steps_per_epoch: int, loss: float,
               accuracy: float, lr: float, images_per_sec: float, effective_batch: int,
-              gns: Mapping[str, Any] | None = None) -> None:
-        """``gns``: the gradient noise scale fields (trainer.gns.GradientNoiseScale.fields), if measured."""
+              gns: Mapping[str, Any] | None = None, batch_digest: str | None = None) -> None:
+        """``gns``: the gradient noise scale fields (trainer.gns.GradientNoiseScale.fields), if measured;
+        ``batch_digest``: the digest of the samples of this step (trainer.data.sampling)."""
         if not self.enabled:
             return
         record = {"kind": "train", "time": time.time(), "epoch": epoch, "step": step,
                   "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "loss": loss,
                   "accuracy": accuracy, "lr": lr, "images_per_sec": images_per_sec,
                   "effective_batch": effective_batch}
+        if batch_digest is not None:
+            record["batch_digest"] = batch_digest
         if gns is not None:
             record.update(gns)
         self._line(record)

@@ -28,6 +28,7 @@ import torch
 from trainer import exitcodes, outputs
 from trainer.checkpoint import FORMAT_VERSION, CheckpointStore
 from trainer.config import TrainConfig, data_kind, scaled_lr
+from trainer.data.sampling import DIGEST_PARTS, batch_digest, digest_sums
 from trainer.engines import Engine, create_engine
 from trainer.errors import BadInput
 from trainer.gns import STATE_SIZE, GradientNoiseScale, measurable
@@ -171,7 +172,7 @@ class Run:
         # The heartbeat starts before the engine: a rendezvous with a dead node is a hang too.
         self.sup = RankSupervision(cfg.out_dir, early_rank(), self.faults)
         try:
-            engine = create_engine(cfg.engine, use_cuda, self.faults.collective_timeout_s())
+            engine = create_engine(cfg.engine, use_cuda, self.faults.collective_timeout_s(), cfg.deterministic)
         except BaseException as exc:
             self.record_failure(exc)
             flag.uninstall()
@@ -267,6 +268,8 @@ class Run:
         self.pos = Position()
         # Per-step non-finite flags of the current logging window (on the device: no sync).
         self.bad = torch.zeros(cfg.log_every_steps, device=engine.device)
+        # The logged step's sample-index digest parts (host side; summed over ranks when logged).
+        self.digest = [0.0] * DIGEST_PARTS
 
     def _resume(self) -> dict | None:
         """Rank 0 picks the newest checkpoint that verifies; every rank loads that same file.
@@ -350,6 +353,7 @@ class Run:
                 self.sup.progress("data")
                 micro = [next(batches) for _ in range(s.k)]
                 self.sup.progress("step")
+                self._note_digest()
                 stats = step_once(self.ctx, self.scheduler, micro, cfg.seed, self.engine.rank, pos.global_step)
                 self.window += stats
                 self.bad[self.window_steps] = (~torch.isfinite(stats[0])).float()
@@ -371,11 +375,20 @@ class Run:
         self._checkpoint()
         return self._done()
 
+    def _logs_at(self, step: int) -> bool:
+        return step % self.cfg.log_every_steps == 0 or step == self.schedule.total_steps
+
+    def _note_digest(self) -> None:
+        """Before a step that will be logged: the digest parts of the samples this rank reads in it."""
+        pos, k = self.pos, self.schedule.k
+        if self.loaders.batch_indices is not None and self._logs_at(pos.global_step + 1):
+            self.digest = digest_sums(pos.epoch, self.loaders.batch_indices(pos.epoch, pos.step_in_epoch * k, k))
+
     def _after_step(self) -> int | None:
         """Log a window, agree on a stop, checkpoint, validate; an exit code when the run ends."""
         cfg, s, pos = self.cfg, self.schedule, self.pos
         stop = None
-        if pos.global_step % cfg.log_every_steps == 0 or pos.global_step == s.total_steps:
+        if self._logs_at(pos.global_step):
             stop = self._log_window()
         elif (pos.global_step == self.first_step or pos.global_step % STOP_CHECK_EVERY_STEPS == 0
               or pos.step_in_epoch == s.steps_per_epoch
@@ -397,18 +410,25 @@ class Run:
         """The metrics allreduce of a logging step: the window's sums, the stop flags, the
         non-finite flags and the noise scale's sums ride in one tensor.  Returns the stop."""
         ctx, s, pos = self.ctx, self.schedule, self.pos
-        parts = [self.window, self.flag.local(ctx.device), self.bad] + ([ctx.gns.payload()] if ctx.gns else [])
-        totals = self.engine.allreduce_sum(torch.cat(parts)).tolist()
+        digest = torch.tensor(self.digest, dtype=torch.float64, device=ctx.device)
+        parts = [self.window, self.flag.local(ctx.device), self.bad, digest] + ([ctx.gns.payload()] if ctx.gns else [])
+        # float64: the digest parts must add up exactly (the rest is small either way)
+        totals = self.engine.allreduce_sum(torch.cat([p.double() for p in parts])).tolist()
         loss_sum, correct, n = totals[:3]
-        stop = verdict(totals[3:3 + WIDTH])
-        bad = totals[3 + WIDTH:3 + WIDTH + len(self.bad)]
-        gns_fields = ctx.gns.fields(totals[3 + WIDTH + len(self.bad):]) if ctx.gns else None
+        at = 3
+        stop = verdict(totals[at:at + WIDTH])
+        at += WIDTH
+        bad = totals[at:at + len(self.bad)]
+        at += len(self.bad)
+        sample_digest = batch_digest(totals[at:at + DIGEST_PARTS]) if self.loaders.batch_indices else None
+        gns_fields = ctx.gns.fields(totals[at + DIGEST_PARTS:]) if ctx.gns else None
         elapsed = time.perf_counter() - self.window_start
         ips = self.window_steps * s.effective_batch / max(elapsed, 1e-9)
         lr = ctx.optimizer.param_groups[0]["lr"]
         self.log.train(epoch=pos.fraction(s), step=pos.global_step, total_steps=s.total_steps,
                        steps_per_epoch=s.steps_per_epoch, loss=loss_sum / n, accuracy=correct / n, lr=lr,
-                       images_per_sec=ips, effective_batch=s.effective_batch, gns=gns_fields)
+                       images_per_sec=ips, effective_batch=s.effective_batch, gns=gns_fields,
+                       batch_digest=sample_digest)
         self._raise_if_diverged(bad)
         extra = {} if gns_fields is None or gns_fields["noise_scale"] is None \
             else {"noise_scale": gns_fields["noise_scale"]}

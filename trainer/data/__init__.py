@@ -54,6 +54,9 @@ class Loaders:
     val_samples: int
     batches_per_epoch: int              # full micro-batches per rank per epoch, before rounding to k
     _set_epoch: Callable[[int, int], None] = field(repr=False)
+    # (epoch, first micro-batch, micro-batches) -> this rank's sample indices; None where the
+    # loader keeps its own order (DALI's reader, synthetic data): no batch digest there.
+    batch_indices: Callable[[int, int, int], object] | None = field(default=None, repr=False)
 
     def steps_per_epoch(self, batches_per_allreduce: int = 1) -> int:
         """Micro-batches per epoch (per rank), a multiple of batches_per_allreduce."""
@@ -103,7 +106,7 @@ def _imagefolder(cfg: DataConfig, rank: int, world_size: int) -> Loaders:
                              cfg.workers, cfg.seed, rank, world_size, cfg.batches_per_allreduce,
                              pin_memory=cfg.use_gpu and torch.cuda.is_available())
     return Loaders(data.train, data.val, len(data.classes), data.train_samples, data.val_samples,
-                   data.batches_per_epoch, data.sampler.set_epoch)
+                   data.batches_per_epoch, data.sampler.set_epoch, data.sampler.batch_indices)
 
 
 def _dali(cfg: DataConfig, rank: int, world_size: int) -> Loaders:

@@ -3,12 +3,19 @@
 The train order is a permutation drawn from a generator seeded by (seed, epoch) only,
 truncated to a multiple of the world size and dealt round-robin: rank r takes
 positions r, r+W, r+2W, ... Ranks therefore read disjoint samples, and one optimizer
-step of W ranks x k micro-batches covers the same samples as one rank doing W*k.
+step of W ranks x k micro-batches covers the same samples as one rank doing W*k: step s
+of an epoch covers the global positions [sB, (s+1)B) for any split of B = W x b x k.
+
+``digest_sums`` turns the sample indices one rank read in a step into three sums that add
+up over ranks and micro-batches whatever the split, so a run's ``batch_digest`` (the
+digest of the summed parts) is the same for the same step on any shape.
 """
 from __future__ import annotations
 
-from typing import Iterator
+import hashlib
+from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -22,6 +29,25 @@ def epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     """The global train order of an epoch; depends on nothing but its arguments."""
     gen = torch.Generator().manual_seed(mix_seed(seed, epoch, ORDER_STREAM))
     return torch.randperm(num_samples, generator=gen)
+
+
+DIGEST_PARTS = 3  # 20-bit pieces of a 60-bit hash per sample: their sums stay exact in float64
+
+
+def digest_sums(epoch: int, indices: torch.Tensor) -> list[float]:
+    """Order- and split-independent sums over the samples ``indices`` of ``epoch`` (splitmix64 of
+    (epoch, index), cut into DIGEST_PARTS 20-bit pieces, each summed)."""
+    z = indices.numpy().astype(np.uint64) + np.uint64(epoch) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    mask = np.uint64(0xFFFFF)
+    return [float(((z >> np.uint64(20 * i)) & mask).sum(dtype=np.float64)) for i in range(DIGEST_PARTS)]
+
+
+def batch_digest(sums: Sequence[float]) -> str:
+    """The text a train record carries for the summed parts of every rank."""
+    return hashlib.sha256(",".join(str(int(v)) for v in sums).encode()).hexdigest()[:16]
 
 
 def rank_share(num_samples: int, world_size: int) -> int:
@@ -42,19 +68,27 @@ class ResumableTrainSampler(Sampler):
         self.num_samples, self.rank, self.world_size = num_samples, rank, world_size
         self.batch_size, self.num_batches, self.seed = batch_size, num_batches, seed
         self.epoch, self.start_batch = 0, 0
+        self._cached: tuple[int, torch.Tensor] | None = None
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         if not 0 <= start_batch <= self.num_batches:
             raise ValueError(f"start_batch: expected 0..{self.num_batches}, got {start_batch}")
         self.epoch, self.start_batch = epoch, start_batch
 
-    def rank_indices(self) -> torch.Tensor:
-        share = rank_share(self.num_samples, self.world_size)
-        order = epoch_order(self.num_samples, self.seed, self.epoch)
-        return order[: share * self.world_size][self.rank:: self.world_size]
+    def rank_indices(self, epoch: int | None = None) -> torch.Tensor:
+        epoch = self.epoch if epoch is None else epoch
+        if self._cached is None or self._cached[0] != epoch:
+            share = rank_share(self.num_samples, self.world_size)
+            order = epoch_order(self.num_samples, self.seed, epoch)
+            self._cached = (epoch, order[: share * self.world_size][self.rank:: self.world_size])
+        return self._cached[1]
+
+    def batch_indices(self, epoch: int, first_batch: int, batches: int) -> torch.Tensor:
+        """The samples of micro-batches [first_batch, first_batch + batches) of ``epoch`` on this rank."""
+        return self.rank_indices(epoch)[first_batch * self.batch_size: (first_batch + batches) * self.batch_size]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        indices = self.rank_indices()[self.start_batch * self.batch_size: self.num_batches * self.batch_size]
+        indices = self.batch_indices(self.epoch, self.start_batch, self.num_batches - self.start_batch)
         return iter([(self.epoch, int(i)) for i in indices])
 
     def __len__(self) -> int:

@@ -23,7 +23,7 @@ from trainer.environment import detect
 class DDPEngine(Engine):
     name = "ddp"
 
-    def __init__(self, use_cuda: bool, timeout_s: int = 1800):
+    def __init__(self, use_cuda: bool, timeout_s: int = 1800, deterministic: bool = False):
         self.env = detect(os.environ)
         self.device = torch.device("cuda", self.env.local_rank) if use_cuda else torch.device("cpu")
         if use_cuda:

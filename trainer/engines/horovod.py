@@ -22,7 +22,12 @@ from trainer.environment import JobEnvironment
 class HorovodEngine(Engine):
     name = "horovod"
 
-    def __init__(self, use_cuda: bool, timeout_s: int = 1800):
+    def __init__(self, use_cuda: bool, timeout_s: int = 1800, deterministic: bool = False):
+        if deterministic:
+            # Tensor fusion packs whatever gradients are ready in a cycle into one buffer: where an
+            # element lands in the ring's chunks, and so the order its ranks' values are added in,
+            # then depends on timing.  One allreduce per tensor keeps the sums bit-identical.
+            os.environ.setdefault("HOROVOD_FUSION_THRESHOLD", "0")
         # A peer that died or hangs: Gloo contexts (rendezvous and collectives) give up after
         # timeout_s, and Horovod shuts down once a rank stalled that long (unless set already).
         for name, value in (("HOROVOD_GLOO_TIMEOUT_SECONDS", timeout_s),
