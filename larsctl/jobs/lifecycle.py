@@ -332,22 +332,58 @@ def cancel(registry: Registry, job_id: str) -> tuple[JobRecord, bool]:
     return rec, False
 
 
-def resume(registry: Registry, job_id: str, chain: int, max_restarts: int, warn: Warn) -> JobRecord:
+def resume(registry: Registry, job_id: str, chain: int, max_restarts: int, warn: Warn, *,
+           gpus: int | None = None, cluster: str | None = None, force: bool = False,
+           dry_run: bool = False) -> JobRecord | tuple[JobSpec, JobSpec, list[BatchRequest]]:
     """Submit a stopped job again into its job directory; the trainer continues from its
-    newest valid checkpoint there."""
+    newest valid checkpoint there.  ``gpus``/``cluster``: on another shape or cluster, re-planned
+    keeping the effective batch, LR schedule, data order and the job's identity.  ``force``:
+    cancel it first if it still runs.  ``dry_run``: (old spec, new spec, requests), nothing done.
+    Refusals are one line (UserError), before anything is written or submitted."""
+    from larsctl.config.profiles import load_profile
+    from larsctl.jobs.reshape import check_reachable
+    from larsctl.planning.measured import measured_throughput
+    from larsctl.planning.replan import replan
+
     record = registry.get(job_id)
     require_dir(record)
     row = refresh(registry, [record])[0][0]
     record = row.record
-    if record.state.is_active:
-        raise UserError(f"job {job_id} is {record.state.value}; cancel it first or wait for it to end")
+    if record.state.is_active and not (force and not dry_run):
+        raise UserError(f"job {job_id} is {record.state.value}; resume it after it stops, or with --force "
+                        "(which cancels it first)")
     if record.state is JobState.COMPLETED:
         last = row.segments[-1].detail if row.segments else f"its trainer finished at step {row.progress.step}"
         raise UserError(f"job {job_id} is COMPLETED ({last}); there is nothing to resume")
-    spec = spec_of(record)
+    old = spec_of(record)
+    spec = old
+    if gpus is not None or cluster is not None:
+        profile = load_profile(cluster) if cluster else old.profile
+        p = old.plan
+        spec = replan(old, profile, gpus, measured_throughput(profile.name, p.model,
+                                                              old.trainer.get("image_size", 224), p.precision))
+        check_reachable(record.id, record.paths.root, spec)
+        if spec.profile is not old.profile:
+            _workdir(spec, dry_run)  # the new profile's $VARS must be set for a real resume
     scheduler = get_scheduler(spec.profile.scheduler)
-    requests = render(scheduler, spec, record.paths, record.id, record.paths.segments(scheduler.name),
-                      chain, max_restarts)
+    first = record.paths.segments(scheduler.name)
+    requests = render(scheduler, spec, record.paths, record.id, first, chain, max_restarts)
+    if dry_run:
+        return old, spec, requests
+    if record.state.is_active:
+        record = cancel(registry, record.id)[0]
+    moved = spec.profile.scheduler != old.profile.scheduler
+    if spec is not old:  # the spec this job ran with so far stays beside it
+        jobdir.atomic_write(record.paths.root / f"job.before-segment-{len(row.segments)}.yaml",
+                            record.paths.job_yaml.read_text())
+        jobdir.atomic_write(record.paths.job_yaml, spec.to_yaml())
+    if moved:
+        record = registry.update(record.id, cluster=spec.profile.name, scheduler=spec.profile.scheduler,
+                                 previous_ids=[*record.previous_ids,
+                                               *([record.scheduler, sid] for sid in record.scheduler_ids)],
+                                 scheduler_ids=[])
+    elif spec.profile.name != record.cluster:
+        record = registry.update(record.id, cluster=spec.profile.name)
     try:
         ids = schedule_segments(scheduler, requests)
     except PartialSubmit as exc:

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     restarts INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    sweep TEXT NOT NULL DEFAULT ''
+    sweep TEXT NOT NULL DEFAULT '',
+    previous_ids TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS sweeps (
     id TEXT PRIMARY KEY,
@@ -51,8 +52,8 @@ CREATE TABLE IF NOT EXISTS scheduler_health (
 );
 """
 _FIELDS = ("id", "name", "cluster", "scheduler", "scheduler_ids", "job_dir", "state",
-           "restarts", "created", "updated", "sweep")
-_OPTIONAL = {"sweep": ""}  # fields newer than some job.json copies
+           "restarts", "created", "updated", "sweep", "previous_ids")
+_OPTIONAL = {"sweep": "", "previous_ids": []}  # fields newer than some job.json copies
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class JobRecord:
     created: float = 0.0
     updated: float = 0.0
     sweep: str = ""  # the sweep this job is a point of (larsctl sweep), or ""
+    # [scheduler, id] of the runs a job had on the clusters it left (resume --cluster): ended, kept
+    # for its history; only scheduler_ids (on its current scheduler) are asked for states.
+    previous_ids: list = field(default_factory=list)
 
     @property
     def paths(self) -> jobdir.JobPaths:
@@ -109,6 +113,8 @@ class Registry:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
             if "sweep" not in columns:  # a database from before sweeps
                 self._db.execute("ALTER TABLE jobs ADD COLUMN sweep TEXT NOT NULL DEFAULT ''")
+            if "previous_ids" not in columns:  # a database from before jobs moved between clusters
+                self._db.execute("ALTER TABLE jobs ADD COLUMN previous_ids TEXT NOT NULL DEFAULT '[]'")
         except sqlite3.Error as exc:
             raise Failure(f"cannot open the job database {self.path}: {exc}") from None
 
@@ -238,12 +244,14 @@ class _Transaction:
 def _row(record: JobRecord) -> tuple:
     d = record.to_dict()
     d["scheduler_ids"] = json.dumps(d["scheduler_ids"])
+    d["previous_ids"] = json.dumps(d["previous_ids"])
     return tuple(d[f] for f in _FIELDS)
 
 
 def _record(row: tuple) -> JobRecord:
     d = dict(zip(_FIELDS, row))
     d["scheduler_ids"] = json.loads(d["scheduler_ids"])
+    d["previous_ids"] = json.loads(d["previous_ids"])
     return JobRecord(**d)
 
 

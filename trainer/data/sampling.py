@@ -37,7 +37,8 @@ DIGEST_PARTS = 3  # 20-bit pieces of a 60-bit hash per sample: their sums stay e
 def digest_sums(epoch: int, indices: torch.Tensor) -> list[float]:
     """Order- and split-independent sums over the samples ``indices`` of ``epoch`` (splitmix64 of
     (epoch, index), cut into DIGEST_PARTS 20-bit pieces, each summed)."""
-    z = indices.numpy().astype(np.uint64) + np.uint64(epoch) * np.uint64(0x9E3779B97F4A7C15)
+    salt = np.array([epoch], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # arrays wrap silently
+    z = indices.numpy().astype(np.uint64) + salt
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z ^= z >> np.uint64(31)
