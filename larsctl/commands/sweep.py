@@ -25,7 +25,7 @@ def _numbers(kind):
 
 
 def _optimizers(ctx, param, value):
-    from larsctl.jobs.sweeps import OPTIMIZERS
+    from trainer.config import OPTIMIZER_NAMES as OPTIMIZERS
 
     names = [v.strip() for v in value.split(",") if v.strip()]
     bad = [n for n in names if n not in OPTIMIZERS]

@@ -25,7 +25,6 @@ from larsctl.jobs.registry import JobRecord, Registry, new_job_id
 from larsctl.planning.planner import LR_RULES, PlanError, lr_by_rule, max_per_gpu_batch
 from larsctl.planning.spec import JobSpec, resolve_job
 from larsctl.results.steps import parse_target
-from trainer.config import OPTIMIZER_NAMES as OPTIMIZERS
 
 
 @dataclass(frozen=True)

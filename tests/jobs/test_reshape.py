@@ -80,7 +80,7 @@ def test_a_shape_that_cannot_keep_the_batch_and_a_running_job_are_refused_before
     jobs.larsctl("cancel", job_id)
     r = jobs.larsctl("resume", job_id, "--gpus", "3", check=False)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert r.stderr.strip().startswith(f"Error: 3 GPUs cannot keep the job's effective batch 16 on cluster local")
+    assert r.stderr.strip().startswith("Error: 3 GPUs cannot keep the job's effective batch 16 on cluster local")
     assert r.stderr.strip().endswith("suggestion: --gpus 2")
     r = jobs.larsctl("resume", job_id, "--cluster", "nosuch", check=False)
     assert r.returncode == 2 and r.stderr.startswith("Error: unknown cluster 'nosuch'")

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from trainer.supervisor.causes import Cause, FaultSettings
 from trainer.supervisor.records import read_json
