@@ -61,7 +61,9 @@ class Campaign:
         profile.update(name="chaos", scheduler="slurm", nodes=3, gpus_per_node=1, cpus_per_node=vc.cpus_per_node,
                        partition=vc_mod.PARTITION, walltime="02:00:00", signal_margin=60, network_interface="eth0",
                        venv=str(REPO / ".venv"), workdir=str(work / "runs"), mpi=args.mpi, engine=args.engine,
-                       faults={"bound_s": args.bound, "crash_resumes": 30})
+                       faults={"bound_s": args.bound, "crash_resumes": 30},
+                       # the whole profile walltime: no run of the campaign may meet its time limit
+                       walltime_margin={"factor": 100, "minimum": 7200})
         (work / "config" / "clusters").mkdir(parents=True)
         (work / "config" / "clusters" / "chaos.yaml").write_text(yaml.safe_dump(profile))
 
