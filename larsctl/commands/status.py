@@ -68,6 +68,11 @@ def show_segments(row) -> None:
             click.echo(f"  segment {seg.number}: {seg.reason}")
 
 
+def note(text: str) -> None:
+    """What larsctl did on its own (a node policy), on stderr."""
+    click.echo(f"larsctl: {text}", err=True)
+
+
 def _report(rows, errors: list[str]) -> None:
     for row in rows:
         for w in row.warnings:
@@ -100,12 +105,15 @@ def status(job_ids, as_json, watch, sweep):
     records = [registry.get(j) for j in job_ids] if job_ids else registry.all(sweep=sweep)
     if watch:
         sys.exit(watch_jobs(registry, [r.id for r in records]))
-    rows, errors = lifecycle.refresh(registry, records)
+    rows, errors = lifecycle.refresh(registry, records, adapt=note)
     _report(rows, errors)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
     else:
         click.echo(render_table(HEADER, [row_cells(r) for r in rows], colours={1: _colour}))
+        for row in rows:
+            if row.state is JobState.UNKNOWN and row.reason:
+                click.echo(f"{row.record.id}: UNKNOWN: {row.reason}")
         if job_ids:
             for row in rows:
                 show_segments(row)
@@ -141,7 +149,7 @@ def jobs(state, as_json, sweep, rebuild_dirs):
         return
     if sweep:
         registry.sweep(sweep)  # an unknown id is one line, exit 2
-    rows, errors = lifecycle.refresh(registry, registry.all(sweep=sweep))
+    rows, errors = lifecycle.refresh(registry, registry.all(sweep=sweep), adapt=note)
     _report(rows, errors)
     if state:
         rows = [r for r in rows if r.state is JobState(state.upper())]
@@ -186,7 +194,7 @@ def watch_jobs(registry, job_ids: list[str]) -> int:
     last_line: dict[str, str] = {}
     rows = []
     try:
-        for rows, errors in lifecycle.watch(registry, job_ids):
+        for rows, errors in lifecycle.watch(registry, job_ids, note=note):
             for e in errors:
                 warn(e)
             for pos, row in enumerate(rows):

@@ -216,11 +216,13 @@ def _adopt_resubmissions(registry: Registry, record: JobRecord) -> JobRecord:
     return record
 
 
-def refresh(registry: Registry, records: list[JobRecord],
-            ask_scheduler: bool = True) -> tuple[list[JobRow], list[str]]:
+def refresh(registry: Registry, records: list[JobRecord], ask_scheduler: bool = True,
+            adapt: Warn | None = None) -> tuple[list[JobRow], list[str]]:
     """Each job's progress (from metrics.jsonl) and, with ``ask_scheduler``, its state:
     one ``describe`` per scheduler for all unfinished jobs; what changed is stored.
 
+    ``adapt``: apply the node policies (larsctl.jobs.nodepolicy) to waiting jobs, saying what was
+    done through this callable.
     Returns the rows and the scheduler errors (the rows then keep their last known state; a
     scheduler that does not answer is remembered with the time it stopped answering, so every
     command says since when, and nothing is marked failed meanwhile).
@@ -242,6 +244,19 @@ def refresh(registry: Registry, records: list[JobRecord],
                               f"{time.strftime('%H:%M', time.localtime(since))}: {one_line(exc)}")
             else:
                 registry.scheduler_answered(name)
+    rows = _rows(registry, records, infos)
+    if adapt is not None and ask_scheduler and not errors:
+        from larsctl.jobs.nodepolicy import adapt as adapt_nodes
+
+        moved = adapt_nodes(registry, rows, adapt)
+        for text in moved:
+            adapt(text)
+        if moved:  # show them as they are now
+            rows = _rows(registry, [registry.get(r.record.id) for r in rows], {})
+    return rows, errors
+
+
+def _rows(registry: Registry, records: list[JobRecord], infos: dict[str, JobInfo]) -> list[JobRow]:
     rows = []
     for rec in records:
         row = JobRow(rec, Progress())
@@ -251,6 +266,9 @@ def refresh(registry: Registry, records: list[JobRecord],
             row.progress = read_progress(rec.paths.metrics)
         seg = [infos[s] for s in rec.scheduler_ids if s in infos]
         state, restarts = rec.state, rec.restarts
+        if not rec.scheduler_ids and state is JobState.UNKNOWN:
+            row.reason = ("no scheduler id: rebuilt from its job directory, where no segment ever started "
+                          "(written by `larsctl script` and never submitted, or its job.json was lost before)")
         if seg and len(seg) == len(rec.scheduler_ids):
             state = aggregate([i.state for i in seg])
             restarts = max([rec.paths.read_restarts(), *(i.restarts for i in seg)])
@@ -266,7 +284,7 @@ def refresh(registry: Registry, records: list[JobRecord],
             save_copy(rec)
             row.record = rec
         rows.append(row)
-    return rows, errors
+    return rows
 
 
 # A job that ended takes the state its last segment's cause gives (Slurm says FAILED of a
@@ -284,7 +302,8 @@ def _state_by_cause(state: JobState, segments: list[Segment]) -> JobState:
 
 
 def watch(registry: Registry, job_ids: list[str], sleep: Callable[[float], None] = time.sleep,
-          clock: Callable[[], float] = time.monotonic) -> Iterator[tuple[list[JobRow], list[str]]]:
+          clock: Callable[[], float] = time.monotonic,
+          note: Warn | None = None) -> Iterator[tuple[list[JobRow], list[str]]]:
     """Rows every METRICS_INTERVAL_S until every job is settled (the last rows included).
 
     The scheduler is asked at POLL_MIN_S, then less often while nothing changes (up
@@ -295,7 +314,7 @@ def watch(registry: Registry, job_ids: list[str], sleep: Callable[[float], None]
     while True:
         now = clock()
         ask = now >= next_poll
-        rows, errors = refresh(registry, [registry.get(j) for j in job_ids], ask_scheduler=ask)
+        rows, errors = refresh(registry, [registry.get(j) for j in job_ids], ask_scheduler=ask, adapt=note)
         if ask:
             states = {r.record.id: r.state for r in rows}
             interval = POLL_MIN_S if states != last else min(POLL_MAX_S, interval * POLL_GROWTH)

@@ -280,8 +280,17 @@ def record_from_job_dir(directory: Path) -> JobRecord:
 
     spec = JobSpec.read(paths.job_yaml)
     created = paths.job_yaml.stat().st_mtime
-    # Without job.json the scheduler ids are lost; the state is then unknown
-    # unless the job left its own status behind (local jobs do).
+    # Without job.json the scheduler ids come from the segments' own records (each batch script
+    # wrote its scheduler id when it started); the scheduler then says the state.
     return JobRecord(id=paths.job_id, name=spec.name, cluster=spec.profile.name,
                      scheduler=spec.profile.scheduler, job_dir=str(paths.root), state=JobState.UNKNOWN,
-                     restarts=paths.read_restarts(), created=created, updated=created)
+                     scheduler_ids=started_ids(paths.root), restarts=paths.read_restarts(), created=created,
+                     updated=created)
+
+
+def started_ids(job_dir: Path) -> list[str]:
+    """The scheduler ids the job's segments started under, oldest first, each once."""
+    from trainer.supervisor.records import read_attempts
+
+    ids = [(a.start or {}).get("scheduler_id") for a in read_attempts(job_dir)]
+    return list(dict.fromkeys(i for i in ids if i))

@@ -89,6 +89,10 @@ class Scheduler(abc.ABC):
     def cancel(self, scheduler_id: str) -> None:
         """Cancel a job; cancelling a finished or unknown job is not an error."""
 
+    def idle_nodes(self, profile) -> int | None:
+        """Nodes of the profile's partition idle now (a shrunk job's grow-back); None: cannot tell."""
+        return None
+
 
 @dataclass
 class CommandLineScheduler(Scheduler):

@@ -226,6 +226,15 @@ class SlurmScheduler(CommandLineScheduler):
                     time.sleep(1)
         super().cancel(sid)
 
+    def idle_nodes(self, profile) -> int | None:
+        argv = ["sinfo", "-h", "-t", "idle", "-o", "%D"] + (["-p", profile.partition] if profile.partition else [])
+        try:
+            r = self.run(argv)
+        except SchedulerError:
+            return None
+        counts = [int(w) for w in r.stdout.split() if w.isdigit()]
+        return sum(counts) if r.returncode == 0 else None
+
     def describe(self, scheduler_ids: list[str]) -> dict[str, JobInfo]:
         ids = [str(i) for i in scheduler_ids]
         if not ids:

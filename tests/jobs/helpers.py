@@ -14,6 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from larsctl.results.metrics import read_records
+from trainer.data.sampling import batch_digest, digest_sums, epoch_order
+
 REPO = Path(__file__).resolve().parents[2]
 LARSCTL = [sys.executable, "-m", "larsctl"]
 DEMO = str(REPO / "jobs" / "demo.yaml")
@@ -78,3 +81,24 @@ def write_profile(config_dir: Path, name: str, **fields) -> None:
 
 def pid_of(job_dir: str, segment: int = 0) -> int:
     return int(Path(job_dir, "state", f"segment-{segment}.pid").read_text().split()[0])
+
+
+# -- evidence of the same run: the samples of every step ------------------------------------
+def digests(job_dir: str) -> dict[int, str]:
+    return {r["step"]: r["batch_digest"] for r in read_records(Path(job_dir, "metrics.jsonl"))
+            if r.get("kind") == "train"}
+
+
+def expected_digests(steps: int, batch: int, samples: int, seed: int = 42) -> dict[int, str]:
+    """What step s covers: the global positions [sB, (s+1)B) of its epoch's order."""
+    per_epoch = samples // batch
+    out = {}
+    for step in range(1, steps + 1):
+        epoch, k = divmod(step - 1, per_epoch)
+        out[step] = batch_digest(digest_sums(epoch, epoch_order(samples, seed, epoch)[k * batch:(k + 1) * batch]))
+    return out
+
+
+def train_samples(larsctl_dirs, image_size: int) -> int:
+    """Training images of the digits set at ``image_size`` (as the trainer materialised it)."""
+    return sum(1 for _ in Path(larsctl_dirs["data"]).glob(f"digits-{image_size}/imagefolder/train/*/*.png"))

@@ -13,31 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from larsctl.results.metrics import read_records
-from trainer.data.sampling import batch_digest, digest_sums, epoch_order
+from tests.jobs.helpers import digests, expected_digests, train_samples
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def digests(job_dir: str) -> dict[int, str]:
-    return {r["step"]: r["batch_digest"] for r in read_records(Path(job_dir, "metrics.jsonl"))
-            if r.get("kind") == "train"}
-
-
-def expected_digests(steps: int, batch: int, samples: int, seed: int = 42) -> dict[int, str]:
-    """What step s covers: the global positions [sB, (s+1)B) of its epoch's order."""
-    per_epoch = samples // batch
-    out = {}
-    for step in range(1, steps + 1):
-        epoch, k = divmod(step - 1, per_epoch)
-        out[step] = batch_digest(digest_sums(epoch, epoch_order(samples, seed, epoch)[k * batch:(k + 1) * batch]))
-    return out
-
-
-def train_samples(larsctl_dirs, image_size: int) -> int:
-    return sum(1 for _ in Path(larsctl_dirs["data"]).glob(f"digits-{image_size}/imagefolder/train/*/*.png"))
 
 
 def test_the_demo_stopped_half_way_goes_on_as_one_worker_with_the_same_batches(jobs, larsctl_dirs):

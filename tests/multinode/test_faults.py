@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.jobs.helpers import larsctl, step, wait_for
+from tests.jobs.helpers import digests, expected_digests, larsctl, step, train_samples, wait_for
 from tests.multinode.helpers import NODES, SMALL, assert_trained_across_nodes, wait_no_trainers
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -79,3 +79,32 @@ def test_a_killed_node_ends_the_segment_as_node_fail_and_the_job_completes_once_
     assert rest[-1]["cause"] == "completed" and first["cause"] == "node_fail"
     assert 0 <= first["steps_lost"] <= EVERY, first
     assert_trained_across_nodes(job_id, done)
+
+
+def test_a_job_whose_node_stays_away_goes_on_on_the_nodes_left_then_grows_back(virtual_cluster, vc, profile,
+                                                                                 larsctl_dirs):
+    """faults: shrink_after_s 20, grow_back: n3 is killed and stays away; once the job has waited
+    20 s, larsctl (here: its status polls) resumes it on 2 nodes keeping the effective batch 24
+    (2 x 12 x 1 instead of 3 x 8 x 1); n3 comes back, the shrunk job is preempted, and its next
+    segment runs on 3 nodes again.  Every step covers the samples an uninterrupted run's does."""
+    cluster = profile("vc-shrink", mpi="openmpi", engine="horovod",
+                      faults={"bound_s": BOUND, "shrink_after_s": 20, "grow_back": True})
+    steps = 60
+    job_id = larsctl("submit", "--cluster", cluster, *SMALL, "--max-steps", str(steps),
+                     "--set", f"checkpoint_every_steps={EVERY}").stdout.strip()
+    wait_for(job_id, lambda r: r["state"] == "RUNNING" and step(r) >= 8, timeout=300, what="training")
+    virtual_cluster.kill_node("n3")
+    try:
+        row = wait_for(job_id, lambda r: r["segments"][-1]["shape_text"] == "2x1x12x1" and r["state"] == "RUNNING"
+                       and step(r) > (r["segments"][-1]["first_step"] or 10**9), timeout=600,
+                       what="training on the 2 nodes left")
+        assert row["segments"][0]["cause"] == "node_fail" and row["segments"][0]["host"] == "n3"
+    finally:
+        virtual_cluster.start_node("n3")
+    virtual_cluster.client("scancel", "--signal=USR2", "--batch", row["scheduler_ids"][-1])
+    done = wait_for(job_id, released_until_done(virtual_cluster, vc, row["scheduler_ids"][-1]), timeout=600,
+                    what="COMPLETED after growing back")
+    shapes = [s["shape_text"] for s in done["segments"] if s["last_step"] is not None]
+    assert shapes[0] == "3x1x8x1" and "2x1x12x1" in shapes and shapes[-1] == "3x1x8x1", done["segments"]
+    assert done["progress"]["step"] == steps
+    assert digests(done["job_dir"]) == expected_digests(steps, 24, train_samples(larsctl_dirs, 16))

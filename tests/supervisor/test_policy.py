@@ -58,7 +58,8 @@ def test_a_policy_changes_what_may_change():
     ({"policy": {"hang": "retry"}}, "faults.policy: hang: expected resume or stop, got 'retry'"),
     ({"bound_s": 0}, "faults.bound_s: expected an integer >= 1, got 0"),
     ({"crash_resumes": -1}, "faults.crash_resumes: expected an integer >= 0, got -1"),
-    ({"on": {}}, "faults: unknown field 'on' (expected bound_s, startup_s, crash_resumes, policy)"),
+    ({"on": {}}, "faults: unknown field 'on' (expected bound_s, startup_s, crash_resumes, policy, shrink_after_s"),
+    ({"grow_back": "yes"}, "faults.grow_back: expected true or false, got 'yes'"),
 ])
 def test_bad_settings_name_the_field_and_what_was_expected(values, message):
     with pytest.raises(SettingsError) as info:
@@ -67,7 +68,8 @@ def test_bad_settings_name_the_field_and_what_was_expected(values, message):
 
 
 def test_settings_round_trip_and_derive_the_timeouts():
-    s = FaultSettings.from_dict({"bound_s": 600, "startup_s": 100, "policy": {"oom": "stop"}})
+    s = FaultSettings.from_dict({"bound_s": 600, "startup_s": 100, "policy": {"oom": "stop"}, "shrink_after_s": 300,
+                                 "grow_back": True})
     assert FaultSettings.from_dict(s.to_dict()) == s
     assert s.collective_timeout_s() == 1200  # twice the bound, at least the start-up
     assert parse_rule("node_fail=stop") == (Cause.NODE_FAIL, Action.STOP)

@@ -97,12 +97,18 @@ class FaultSettings:
     crash_resumes how many times crash/oom/unknown segments are resumed (a crash loop, two
                  segments in a row ending at the same step with the same error, stops at once)
     policy       cause -> action, for the causes whose action is not fixed
+    shrink_after_s  after a node_fail, a job that has waited this long for the node goes on on
+                 the nodes left, re-planned keeping its effective batch (None: it waits)
+    grow_back    a shrunk job goes back to its first shape at its next segment when the
+                 scheduler has that many nodes idle
     """
 
     bound_s: int = DEFAULT_BOUND_S
     startup_s: int = DEFAULT_STARTUP_S
     crash_resumes: int = DEFAULT_CRASH_RESUMES
     policy: Mapping[Cause, Action] = field(default_factory=lambda: {c: i.default for c, i in TABLE.items()})
+    shrink_after_s: int | None = None
+    grow_back: bool = False
 
     def action(self, cause: Cause) -> Action:
         return TABLE[cause].default if TABLE[cause].fixed else self.policy.get(cause, TABLE[cause].default)
@@ -120,6 +126,12 @@ class FaultSettings:
                 out = replace(out, **{key: _seconds(value, f"{where}.{key}", minimum=1)})
             elif key == "crash_resumes":
                 out = replace(out, crash_resumes=_seconds(value, f"{where}.{key}", minimum=0))
+            elif key == "shrink_after_s":
+                out = replace(out, shrink_after_s=None if value is None else _seconds(value, f"{where}.{key}", 0))
+            elif key == "grow_back":
+                if not isinstance(value, bool):
+                    raise SettingsError(f"{where}.grow_back: expected true or false, got {value!r}")
+                out = replace(out, grow_back=value)
             elif key == "policy":
                 if not isinstance(value, Mapping):
                     raise SettingsError(f"{where}.policy: expected a mapping of cause: resume|stop")
@@ -130,12 +142,13 @@ class FaultSettings:
                 out = replace(out, policy=policy)
             else:
                 raise SettingsError(f"{where}: unknown field {key!r} (expected bound_s, startup_s, "
-                                    "crash_resumes, policy)")
+                                    "crash_resumes, policy, shrink_after_s, grow_back)")
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"bound_s": self.bound_s, "startup_s": self.startup_s, "crash_resumes": self.crash_resumes,
-                "policy": {c.value: self.action(c).value for c in Cause if not TABLE[c].fixed}}
+                "policy": {c.value: self.action(c).value for c in Cause if not TABLE[c].fixed},
+                "shrink_after_s": self.shrink_after_s, "grow_back": self.grow_back}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, where: str = "faults") -> "FaultSettings":
