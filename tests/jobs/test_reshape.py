@@ -87,3 +87,21 @@ def test_a_local_job_goes_on_on_the_test_slurm(jobs, larsctl_dirs, slurm_cluster
     assert done["progress"]["step"] == 30
     assert digests(done["job_dir"]) == expected_digests(30, 16, train_samples(larsctl_dirs, 16))
     assert json.loads(jobs.larsctl("jobs", "--json").stdout)[0]["cluster"] == "testslurmmove"
+
+
+def test_a_ddp_job_goes_on_as_one_worker_with_the_same_batches_and_a_pbs_script_renders(jobs, ddp_profile,
+                                                                                       larsctl_dirs):
+    """The ddp engine (torchrun) on the local profile: 2 x 8 x 1, then 1 x 8 x 2; and the same
+    job's move to PBS renders its script through the same path as submit (no PBS server here)."""
+    job_id = jobs.larsctl("submit", "--cluster", ddp_profile, *jobs.SHORT, "--max-steps", "24",
+                          "--set", "checkpoint_every_steps=4").stdout.strip()
+    jobs.wait_for(job_id, lambda r: jobs.step(r) >= 8, what="training under torchrun")
+    jobs.larsctl("cancel", job_id)
+    pbs = jobs.larsctl("resume", job_id, "--cluster", "pbs-v100", "--gpus", "2", "--dry-run").stdout
+    assert "# submit: qsub " in pbs and "#PBS -l select=1:ncpus=" in pbs
+    assert "1 node(s) x 2 GPU(s) x 8 x k=1 = 16" in pbs
+    jobs.larsctl("resume", job_id, "--gpus", "1")
+    done = jobs.wait_for(job_id, lambda r: r["state"] == "COMPLETED", timeout=600, what="COMPLETED on 1 worker")
+    assert [s["shape_text"] for s in done["segments"]] == ["1x2x8x1", "1x1x8x2"]
+    assert digests(done["job_dir"]) == expected_digests(24, 16, train_samples(larsctl_dirs, 16))
+    assert "torch.distributed.run" in jobs.larsctl("logs", job_id).stdout
