@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from larsctl.jobs.paths import RANK_PREFIX, JobPaths
+from larsctl.facts.jobdir import RANK_PREFIX, JobPaths
 
 
 def _segment_key(path: Path):

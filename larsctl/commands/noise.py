@@ -29,7 +29,7 @@ def noise(job, cluster, as_json):
       larsctl noise demo-20261125-033400-1a2b --cluster slurm-v100 --json
     """
     from larsctl.commands.report import resolve
-    from larsctl.jobs.paths import JobPaths
+    from larsctl.facts.jobdir import JobPaths
     from larsctl.results import noise as noise_mod
     from larsctl.results.metrics import read_records
 
@@ -63,7 +63,8 @@ def noise(job, cluster, as_json):
 def _plan(directory, cluster: str, recommended: float):
     """(batch, JobSpec or None, why not): the job's own recipe at the recommended batch,
     rounded to a power of two (what the planner's per-GPU batches divide)."""
-    from larsctl.jobs.paths import JobPaths
+    from larsctl.facts.jobdir import JobPaths
+    from larsctl.jobs.history import measured_throughput
     from larsctl.planning.spec import JobSpec, resolve_job
 
     batch = 2 ** max(0, round(math.log2(max(1.0, recommended))))
@@ -74,7 +75,7 @@ def _plan(directory, cluster: str, recommended: float):
     except FileNotFoundError:  # a trainer run without larsctl: the planner's defaults
         same, recipe = {}, None
     try:
-        spec = resolve_job(cluster, recipe, target_batch=batch, **same)
+        spec = resolve_job(cluster, recipe, target_batch=batch, measured=measured_throughput, **same)
     except UserError as exc:
         return batch, None, exc.message
     return batch, spec, None

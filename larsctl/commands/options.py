@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from larsctl.errors import UserError
-from larsctl.planning.hardware import MODELS, PRECISIONS
-from larsctl.planning.planner import LR_RULES
+from larsctl.facts.hardware import MODELS, PRECISIONS
+from larsctl.facts.rules import LR_RULES
 
 _OPTIONS = [
     click.option("--recipe", "-r", type=click.Path(dir_okay=False, path_type=Path),
@@ -81,9 +81,10 @@ def fault_overrides(on_fault: tuple[str, ...], bound_s: int | None, crash_resume
 def resolve_spec(cluster: str, *, recipe: Path | None, trainer_sets: tuple[str, ...],
                  max_steps: int | None, faults: dict | None = None, **flags):
     """The JobSpec these options describe (UserError, exit 2, on bad input)."""
+    from larsctl.jobs.history import measured_throughput
     from larsctl.planning.spec import resolve_job
 
     trainer = parse_sets(trainer_sets)
     if max_steps is not None:
         trainer["max_steps"] = max_steps
-    return resolve_job(cluster, recipe, trainer=trainer, faults=faults, **flags)
+    return resolve_job(cluster, recipe, trainer=trainer, faults=faults, measured=measured_throughput, **flags)

@@ -6,8 +6,8 @@ import json
 import click
 
 from larsctl.commands.options import job_options, resolve_spec
+from larsctl.facts.hardware import CPU
 from larsctl.format import duration, power_form, warmup_form, with_form
-from larsctl.planning.hardware import CPU
 from larsctl.planning.spec import JobSpec
 from larsctl.planning.walltime import job_walltime
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import click
 
-from larsctl.results import tables
 from larsctl.errors import Failure, UserError
-from larsctl.jobs.paths import JobPaths, atomic_write
+from larsctl.facts.jobdir import JobPaths, atomic_write
+from larsctl.results import tables
 from larsctl.results.runs import Run, load_run
 
 _OUT_FORMATS = (".png", ".html")
@@ -37,7 +37,9 @@ def resolve(job: str) -> tuple[str, Path]:
         return path.resolve().name, path.resolve()
     if "/" in job or job.startswith("."):
         raise UserError(f"{job}: no such job directory")
-    from larsctl.jobs.registry import Registry  # sqlite: only when an id must be looked up
+    from larsctl.jobs.registry import (
+        Registry,  # sqlite: only when an id must be looked up
+    )
 
     registry = Registry()
     try:

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from larsctl.errors import warn
+from larsctl.facts.states import JobState
 from larsctl.format import DASH, duration, number, render_table
-from larsctl.jobs.states import JobState
 
 _COLOURS = {JobState.COMPLETED: "green", JobState.RUNNING: "cyan", JobState.PENDING: "yellow",
             JobState.REQUEUED: "yellow", JobState.SUBMITTING: "yellow", JobState.FAILED: "red",

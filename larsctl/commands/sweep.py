@@ -111,8 +111,8 @@ def report(sweep_id, as_json, out, size):
     Example:
       larsctl sweep report sweep-digits-sweep-20261125-120000-ab12 --out sweep.png
     """
+    from larsctl.facts.jobdir import atomic_write
     from larsctl.jobs import sweeps
-    from larsctl.jobs.paths import atomic_write
 
     match = re.fullmatch(r"(\d+)x(\d+)", size)
     if not match or not (200 <= int(match[1]) <= 10000 and 150 <= int(match[2]) <= 10000):

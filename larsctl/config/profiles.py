@@ -16,15 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
-                      PrivateAttr, ValidationInfo, field_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+)
 
 import larsctl
-from larsctl.errors import UserError, warn
 from larsctl.config.env import config_dir, expand_path
 from larsctl.config.yamlio import load_model
-from larsctl.planning.hardware import GPUS
-from larsctl.planning.walltime import DEFAULT_FACTOR, DEFAULT_MINIMUM_SECONDS
+from larsctl.errors import UserError, warn
+from larsctl.facts.hardware import GPUS
+from larsctl.facts.rules import DEFAULT_WALLTIME_FACTOR as DEFAULT_FACTOR
+from larsctl.facts.rules import DEFAULT_WALLTIME_MINIMUM_S as DEFAULT_MINIMUM_SECONDS
 from trainer.supervisor.causes import FaultSettings, SettingsError
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")

@@ -19,15 +19,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+)
 
-from larsctl.errors import UserError
 from larsctl.config.profiles import Name, choices
 from larsctl.config.yamlio import load_model
-from larsctl.planning.hardware import MODELS, PRECISIONS
-from larsctl.planning.planner import LR_RULES
+from larsctl.errors import UserError
+from larsctl.facts.hardware import MODELS, PRECISIONS
+from larsctl.facts.rules import LR_RULES
 from trainer.config import BY_NAME as OPTIONS_BY_NAME
 from trainer.config import OPTIONS, Option, OptionValueError, check_value
+
 
 class RecipeError(UserError):
     """An invalid recipe file (exit 2, one line with file and line)."""

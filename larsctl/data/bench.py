@@ -24,8 +24,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from larsctl.errors import UserError
 from larsctl.data.common import IMAGEFOLDER_SPLITS, detect_layout, usable_cpus
+from larsctl.errors import UserError
 
 DEFAULT_WORKERS = (0, 1, 2)
 
@@ -158,9 +158,10 @@ class Need:
 
 
 def plan_need(cluster: str, recipe: Path) -> Need:
+    from larsctl.jobs.history import measured_throughput
     from larsctl.planning.spec import resolve_job
 
-    spec = resolve_job(cluster, recipe)
+    spec = resolve_job(cluster, recipe, measured=measured_throughput)
     plan, trainer = spec.plan, spec.trainer
     data = trainer.get("data") or ("dali" if trainer.get("data_dir") else "imagefolder")
     return Need(spec.profile.name, str(recipe), plan.nodes, plan.gpus, plan.gpus_per_node,

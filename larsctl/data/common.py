@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator
 import click
 
 from larsctl.errors import Failure, UserError
-from larsctl.jobs.paths import atomic_write, no_space
+from larsctl.facts.jobdir import atomic_write, no_space
 from trainer.data.tfrecord import INDEX_DIR, SHARD_NAME, SPLITS
 from trainer.fsio import NO_SPACE
 

@@ -33,14 +33,29 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from larsctl.errors import Failure, UserError
-from larsctl.data.common import (IMAGEFOLDER_SPLITS, MANIFEST_FORMAT, TFRECORD_SPLIT, OutputDir, Progress,
-                                 read_json, run_tasks, write_json)
+from larsctl.data.common import (
+    IMAGEFOLDER_SPLITS,
+    MANIFEST_FORMAT,
+    TFRECORD_SPLIT,
+    OutputDir,
+    Progress,
+    read_json,
+    run_tasks,
+    write_json,
+)
 from larsctl.data.images import Undecodable, as_rgb_jpeg
-from larsctl.jobs.paths import atomic_write
+from larsctl.errors import Failure, UserError
+from larsctl.facts.jobdir import atomic_write
 from trainer.data.errors import DataError
-from trainer.data.tfrecord import (CLASSES_FILE, INDEX_DIR, LABEL_OFFSET, image_example, make_index, shard_name,
-                                   write_record)
+from trainer.data.tfrecord import (
+    CLASSES_FILE,
+    INDEX_DIR,
+    LABEL_OFFSET,
+    image_example,
+    make_index,
+    shard_name,
+    write_record,
+)
 from trainer.fsio import TEMP_GLOB, fsync_dir
 
 DEFAULT_TRAIN_SHARDS = 1024  # TensorFlow's script's defaults

@@ -17,8 +17,10 @@ from larsctl.config.env import expand_path, variables_in
 from larsctl.doctor import probe as probe_module
 from larsctl.doctor.report import Check, fail, ok, warn
 from larsctl.doctor.runner import ProbeResult
+from larsctl.jobs.history import measured_throughput
 from larsctl.planning.spec import resolve_job
-from trainer.config import data_kind as trainer_data_kind, resolve as resolve_trainer
+from trainer.config import data_kind as trainer_data_kind
+from trainer.config import resolve as resolve_trainer
 from trainer.data.tfrecord import INDEX_DIR, SPLITS
 from trainer.errors import BadInput
 
@@ -38,7 +40,7 @@ class RecipeResult:
 def check_recipe(profile, recipe, recipe_path: Path) -> RecipeResult:
     """The recipe plans on this profile, its trainer options resolve, and which data to check."""
     try:
-        spec = resolve_job(profile, recipe)
+        spec = resolve_job(profile, recipe, measured=measured_throughput)
     except ValueError as exc:  # PlanError: infeasible here, with the planner's suggestion
         return RecipeResult((fail("recipe", f"{recipe.name} does not plan on {profile.name}: {exc}",
                                   f"follow the suggestion in {recipe_path} (larsctl plan --cluster "

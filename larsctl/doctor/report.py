@@ -7,6 +7,7 @@ came from and how to change one of its settings.
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,3 +135,31 @@ def first_line(text: str) -> str:
 def last_line(text: str) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+# -- what the scheduler classes' own rows share (their doctor_checks) -----------------------
+def check_commands(kind: str, commands: tuple[str, ...]) -> Check:
+    """One row: every command in ``commands`` is on PATH (named ``<kind> commands``)."""
+    found = {c: shutil.which(c) for c in commands}
+    missing = [c for c, p in found.items() if not p]
+    if missing:
+        have = [c for c, p in found.items() if p]
+        return fail(f"{kind} commands", f"not on PATH: {', '.join(missing)}"
+                                        + (f" (found {', '.join(have)})" if have else ""),
+                    f"run larsctl on the cluster's login node, or `module load {kind}` first")
+    dirs = sorted({str(Path(p).parent) for p in found.values()})
+    return ok(f"{kind} commands", f"{', '.join(commands)} in {', '.join(dirs)}")
+
+
+def ask(scheduler, argv: list[str]) -> tuple[bool, str]:
+    """(whether ``argv`` answered with exit 0, its output or why it did not answer)."""
+    from larsctl.schedulers.base import SchedulerError
+
+    try:
+        r = scheduler.run(argv)
+    except SchedulerError as exc:  # not on PATH, or no answer within the scheduler's timeout
+        return False, str(exc)
+    text = r.stdout + ("\n" if r.stdout and r.stderr else "") + r.stderr
+    if r.returncode != 0:
+        return False, text if text.strip() else f"exit {r.returncode}"
+    return True, text

@@ -21,13 +21,19 @@ from typing import Callable, Iterator
 
 from larsctl.config.env import variables_in
 from larsctl.errors import Failure, UserError, one_line
-from larsctl.jobs import paths as jobdir
+from larsctl.facts import jobdir
+from larsctl.facts.states import JobState, aggregate
 from larsctl.jobs.registry import JobRecord, Registry, new_job_id, save_copy
-from larsctl.jobs.segments import Segment, job_segments
-from larsctl.jobs.states import JobState, aggregate
 from larsctl.planning.spec import JobSpec
 from larsctl.results.metrics import Progress, read_progress
-from larsctl.schedulers import BatchRequest, JobInfo, Scheduler, SchedulerError, get_scheduler
+from larsctl.results.segments import Segment, job_segments
+from larsctl.schedulers import (
+    BatchRequest,
+    JobInfo,
+    Scheduler,
+    SchedulerError,
+    get_scheduler,
+)
 from trainer.supervisor.causes import Cause
 
 DEFAULT_MAX_RESTARTS = 3
@@ -360,8 +366,8 @@ def resume(registry: Registry, job_id: str, chain: int, max_restarts: int, warn:
     cancel it first if it still runs.  ``dry_run``: (old spec, new spec, requests), nothing done.
     Refusals are one line (UserError), before anything is written or submitted."""
     from larsctl.config.profiles import load_profile
+    from larsctl.jobs.history import measured_throughput
     from larsctl.jobs.reshape import check_reachable
-    from larsctl.planning.measured import measured_throughput
     from larsctl.planning.replan import replan
 
     record = registry.get(job_id)

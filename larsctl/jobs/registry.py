@@ -21,8 +21,8 @@ from pathlib import Path
 
 from larsctl.config.env import larsctl_home
 from larsctl.errors import Failure, UserError
-from larsctl.jobs import paths as jobdir
-from larsctl.jobs.states import JobState
+from larsctl.facts import jobdir
+from larsctl.facts.states import JobState
 
 BUSY_TIMEOUT_S = 30.0
 _SCHEMA = """

@@ -19,10 +19,12 @@ from pathlib import Path
 from larsctl.config.profiles import ClusterProfile, load_profile
 from larsctl.config.recipes import load_recipe
 from larsctl.errors import UserError
+from larsctl.facts.rules import LR_RULES
+from larsctl.jobs.history import measured_throughput
 from larsctl.jobs.lifecycle import Warn
 from larsctl.jobs.lifecycle import submit as submit_job
 from larsctl.jobs.registry import JobRecord, Registry, new_job_id
-from larsctl.planning.planner import LR_RULES, PlanError, lr_by_rule, max_per_gpu_batch
+from larsctl.planning.planner import PlanError, lr_by_rule, max_per_gpu_batch
 from larsctl.planning.spec import JobSpec, resolve_job
 from larsctl.results.steps import parse_target
 
@@ -124,7 +126,7 @@ def plan_sweep(definition: SweepDefinition, sweep_id: str) -> list[tuple[SweepPo
         if definition.max_steps is not None:
             trainer["max_steps"] = definition.max_steps
         try:
-            spec = resolve_job(profile, recipe_path, trainer=trainer, target_batch=point.batch, gpus=gpus,
+            spec = resolve_job(profile, recipe_path, trainer=trainer, measured=measured_throughput, target_batch=point.batch, gpus=gpus,
                                per_gpu_batch=per_gpu, base_lr=point.lr,
                                name=f"{Path(definition.recipe).stem}-{point.label}")
             spec.check_runnable()

@@ -4,7 +4,7 @@ Pure functions, no I/O.  A run is
 
     total = start-up + steps * step + validations * val_images / (ranks * throughput * 3)
 
-start-up per job from the hardware table (larsctl/planning/hardware.py); the steps as
+start-up per job from the hardware table (larsctl/facts/hardware.py); the steps as
 the trainer counts them (each rank's share in full micro-batches, rounded down to whole
 steps; ``max_steps`` ends the run early); a validation at every epoch end, every
 ``eval_every_steps`` inside an epoch and when ``max_steps`` stops mid-epoch, forward only
@@ -43,7 +43,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from larsctl.planning.hardware import CPU, GPUS, MODELS
+from larsctl.facts.hardware import CPU, GPUS, MODELS
 
 if TYPE_CHECKING:
     from larsctl.planning.measured import Measured
@@ -104,7 +104,7 @@ def per_gpu_rate(gpu_type: str, model: str, precision: str, image_size: int,
         return measured.images_per_second, measured.describe(unit)
     rate = throughput(gpu_type, model, precision, image_size)
     return rate, (f"table: {rate:,.0f} img/s per {unit} ({gpu_type}, {model}, {precision}, "
-                  f"{image_size} px; larsctl/planning/hardware.py)")
+                  f"{image_size} px; larsctl/facts/hardware.py)")
 
 
 def steps_per_epoch(train_images: int, ranks: int, per_gpu_batch: int,
@@ -204,6 +204,6 @@ def _run_assumptions(est: Estimate, train_images: int, val_images: int, max_step
         f"{est.validations} validations of {val_images:,} images at {VALIDATION_SPEEDUP:g}x "
         f"the training rate: {est.validation_seconds:.1f} s",
         f"start-up {est.startup_seconds:g} s per job ({gpu_type}: launch, imports, engine, data "
-        "scan, model build, exit; larsctl/planning/hardware.py); checkpoints and data loading "
+        "scan, model build, exit; larsctl/facts/hardware.py); checkpoints and data loading "
         "beyond the throughput figure not counted",
     )

@@ -5,7 +5,7 @@ Pure functions returning frozen dataclasses; no I/O.  A request is infeasible ->
 a suggestion.
 
 Per-GPU batch
-    The largest per-GPU batch that fits each GPU type (larsctl/planning/hardware.py,
+    The largest per-GPU batch that fits each GPU type (larsctl/facts/hardware.py,
     ResNet-50 at 224 px, scaled for other models and rounded down to a power of two).
     ``--per-gpu-batch`` overrides the table but may not exceed it.
 
@@ -36,15 +36,18 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
 from larsctl.errors import UserError
+from larsctl.facts.hardware import CPU, GPUS, MODELS, PRECISIONS
+from larsctl.facts.rules import LR_RULES, OVERRIDABLE
 from larsctl.format import duration, number, power_form, warmup_form
 from larsctl.planning.estimate import IMAGENET_TRAIN_IMAGES, Estimate, estimate
-from larsctl.planning.hardware import CPU, GPUS, MODELS, PRECISIONS
 from larsctl.planning.measured import Measured
-from larsctl.planning.walltime import (DEFAULT_FACTOR, DEFAULT_MINIMUM_SECONDS, Walltime,
-                                       request_walltime)
+from larsctl.planning.walltime import (
+    DEFAULT_FACTOR,
+    DEFAULT_MINIMUM_SECONDS,
+    Walltime,
+    request_walltime,
+)
 
-LR_RULES = ("legw", "sqrt", "linear")
-OVERRIDABLE = ("base_lr", "warmup_epochs", "epsilon")
 MIN_HINT_BATCH = 32
 
 LEGW_LR0, LEGW_B0, LEGW_WARMUP0, EPSILON = 4.0, 512, Fraction(10, 64), 1e-5

@@ -12,8 +12,21 @@ from __future__ import annotations
 from dataclasses import replace
 
 from larsctl.config.profiles import ClusterProfile
-from larsctl.planning.planner import OVERRIDABLE, Cluster, Plan, PlanError, PlanRequest, make_plan, max_per_gpu_batch
-from larsctl.planning.spec import JobSpec, _trainer_options, _val_images, _validate_trainer
+from larsctl.facts.rules import OVERRIDABLE
+from larsctl.planning.planner import (
+    Cluster,
+    Plan,
+    PlanError,
+    PlanRequest,
+    make_plan,
+    max_per_gpu_batch,
+)
+from larsctl.planning.spec import (
+    JobSpec,
+    _trainer_options,
+    _val_images,
+    _validate_trainer,
+)
 
 SHAPE_OF = "the job's plan"
 

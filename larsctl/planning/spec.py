@@ -22,17 +22,23 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from larsctl.config.env import expand_path, variables_in
 from larsctl.config.profiles import ClusterProfile, load_profile
 from larsctl.config.recipes import PATH_OPTIONS, Recipe, check_trainer_sets, load_recipe
 from larsctl.errors import UserError
+from larsctl.facts.hardware import CPU
+from larsctl.facts.rules import OVERRIDABLE
 from larsctl.planning.estimate import Estimate
-from larsctl.planning.hardware import CPU
-from larsctl.planning.measured import measured_throughput
-from larsctl.planning.planner import (OVERRIDABLE, Cluster, Plan, PlanError, PlanRequest, make_plan,
-                                      max_per_gpu_batch)
+from larsctl.planning.planner import (
+    Cluster,
+    Plan,
+    PlanError,
+    PlanRequest,
+    make_plan,
+    max_per_gpu_batch,
+)
 from larsctl.planning.walltime import Walltime
 from trainer.config import BY_NAME as TRAINER_OPTIONS
 from trainer.config import JOB_DEFAULTS
@@ -175,10 +181,13 @@ def _val_images(requested: dict) -> int | None:
 
 
 def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | None = None,
-                trainer: dict | None = None, faults: dict | None = None, **flags: Any) -> JobSpec:
+                trainer: dict | None = None, faults: dict | None = None,
+                measured: Callable[[str, str, int, str], Any] | None = None, **flags: Any) -> JobSpec:
     """Plan a job; raises ProfileError/RecipeError/PlanError (all UserError, exit 2).
 
     ``faults``: fault settings of this submit (``--on-fault``...) over the profile's ``faults:``.
+    ``measured``: (profile, model, image size, precision) -> what finished jobs measured there
+    (larsctl.jobs.history.measured_throughput); None: the hardware table's figure.
     """
     unknown = sorted(set(flags) - set(PLAN_FLAGS))
     if unknown:
@@ -227,7 +236,7 @@ def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | Non
         val_images=_val_images(requested),
         max_steps=requested.get("max_steps"),
         eval_every_steps=requested.get("eval_every_steps"),
-        measured=measured_throughput(profile.name, model, image_size, precision),
+        measured=measured(profile.name, model, image_size, precision) if measured else None,
     )
     plan = make_plan(Cluster.of(profile), request)
     name = flags.get("name") or (recipe.name if recipe is not None

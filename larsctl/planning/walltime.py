@@ -21,10 +21,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from larsctl.facts.rules import DEFAULT_WALLTIME_FACTOR as DEFAULT_FACTOR
+from larsctl.facts.rules import DEFAULT_WALLTIME_MINIMUM_S as DEFAULT_MINIMUM_SECONDS
 from larsctl.format import duration
-
-DEFAULT_FACTOR = 1.5
-DEFAULT_MINIMUM_SECONDS = 600
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Where a job restarted and where its learning-rate warmup ended: the report's markers.
 
-A restart is a segment boundary (larsctl.jobs.segments): the step a segment started
+A restart is a segment boundary (larsctl.results.segments): the step a segment started
 training from after another ended, labelled with the cause the segments before it ended
 with (``preempted``, ``node_fail``; several when segments in between never trained), and
 a reshape where its shape (nodes x GPUs per node x per-GPU batch x accumulation) differs
@@ -23,8 +23,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from larsctl.jobs.paths import JobPaths, read_json
-from larsctl.jobs.states import JobState
+from larsctl.facts.jobdir import JobPaths, read_json
+from larsctl.facts.states import JobState
 
 RESTART, RESHAPE, WARMUP = "restart", "reshape", "warmup"
 TRAINER_STOPS = ("preempted", "cancelled", "diverged")  # trainer events that end a run and say why
@@ -46,7 +46,7 @@ class Marker:
 def read_segments(job_dir: Path) -> list:
     """The job's segments; [] without attempts/ records.  A newest segment without an end
     record is the running one while the job's record (job.json) says it is active."""
-    from larsctl.jobs.segments import job_segments
+    from larsctl.results.segments import job_segments
 
     try:
         running = JobState(read_json(JobPaths(job_dir).record).get("state")).is_active

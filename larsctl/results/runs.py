@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from larsctl.errors import UserError
-from larsctl.jobs.paths import JobPaths
+from larsctl.facts.jobdir import JobPaths
 from larsctl.results.metrics import read_records
 
 TRAIN_TAGS = ("train/loss", "train/accuracy", "train/lr", "train/images_per_sec", "train/noise_scale")
@@ -110,7 +110,7 @@ class Run:
 
     @cached_property
     def segments(self) -> list:
-        """The job's segments (larsctl.jobs.segments), oldest first; [] without attempts/ records."""
+        """The job's segments (larsctl.results.segments), oldest first; [] without attempts/ records."""
         from larsctl.results.markers import read_segments
 
         return read_segments(self.job_dir)

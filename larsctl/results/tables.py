@@ -5,8 +5,17 @@ line up in a terminal too, so it pastes into a README or an issue as is.
 """
 from __future__ import annotations
 
-from larsctl.format import (DASH, duration, integer, number, percent, power_form, render_table,
-                            warmup_form, with_form)
+from larsctl.format import (
+    DASH,
+    duration,
+    integer,
+    number,
+    percent,
+    power_form,
+    render_table,
+    warmup_form,
+    with_form,
+)
 from larsctl.results.markers import Marker
 from larsctl.results.runs import Summary
 
@@ -16,7 +25,7 @@ COLUMNS = ("Job", "Effective batch", "Batch", "Base LR", "Warmup epochs", "Epsil
 REPORT_COLUMNS = ("Job", "Effective batch", "Batch", "Base LR", "Warmup epochs", "Epsilon",
                   "Optimizer", "GPUs", "Epochs", "Best val top-1", "Last val top-1", "Last val top-5",
                   "Wall time", "GPU-hours")
-# A job's segments (larsctl.jobs.segments), under the report's figure and in its text summary.
+# A job's segments (larsctl.results.segments), under the report's figure and in its text summary.
 SEGMENT_COLUMNS = ("Segment", "Shape", "Steps", "Cause", "Detail")
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from larsctl.jobs.states import JobState
+from larsctl.facts.states import JobState
 from larsctl.schedulers.base import BatchRequest, JobInfo, Scheduler, SchedulerError
 
 _SCHEDULERS = {

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from larsctl.jobs.paths import atomic_write
-from larsctl.jobs.states import JobState
+from larsctl.facts.jobdir import atomic_write
+from larsctl.facts.states import JobState
 
 
 @dataclass(frozen=True)

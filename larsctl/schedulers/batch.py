@@ -27,8 +27,15 @@ import shlex
 from pathlib import Path
 
 from larsctl.config.profiles import split_directive
-from larsctl.jobs.paths import RESTARTS, JobPaths
-from larsctl.schedulers.launch import Launch, container_prefix, hosts_expr, join, setup_lines, value_of
+from larsctl.facts.jobdir import RESTARTS, JobPaths
+from larsctl.schedulers.launch import (
+    Launch,
+    container_prefix,
+    hosts_expr,
+    join,
+    setup_lines,
+    value_of,
+)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -50,7 +50,7 @@ from pathlib import PurePath
 
 from larsctl.config.env import VARIABLE, variable_name
 from larsctl.config.profiles import HYDRA_FLAVOURS, SRUN_FLAVOURS
-from larsctl.jobs.paths import JobPaths
+from larsctl.facts.jobdir import JobPaths
 
 
 class LaunchError(ValueError):

@@ -20,11 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-from larsctl.jobs.paths import RESTARTS, JobPaths, atomic_write
-from larsctl.jobs.states import JobState
-from larsctl.schedulers.launch import LaunchError, build_launch
-from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, restart_record
+from larsctl.facts.jobdir import RESTARTS, JobPaths, atomic_write
+from larsctl.facts.states import JobState
 from larsctl.schedulers.base import BatchRequest, JobInfo, Scheduler, SchedulerError
+from larsctl.schedulers.batch import (
+    FILE_DIRECTIVE,
+    body,
+    directive_value,
+    restart_record,
+)
+from larsctl.schedulers.launch import LaunchError, build_launch
 
 CANCEL_GRACE_S = 30.0  # time for the trainer to write its checkpoint after TERM
 

@@ -24,12 +24,23 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from larsctl.schedulers.launch import build_launch, value_of
+from larsctl.facts.jobdir import JobPaths
+from larsctl.facts.states import JobState
 from larsctl.planning.walltime import job_walltime
-from larsctl.schedulers.base import BatchRequest, CommandLineScheduler, JobInfo, SchedulerError
-from larsctl.jobs.paths import JobPaths
-from larsctl.jobs.states import JobState
-from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, extra_directives, restart_record
+from larsctl.schedulers.base import (
+    BatchRequest,
+    CommandLineScheduler,
+    JobInfo,
+    SchedulerError,
+)
+from larsctl.schedulers.batch import (
+    FILE_DIRECTIVE,
+    body,
+    directive_value,
+    extra_directives,
+    restart_record,
+)
+from larsctl.schedulers.launch import build_launch, value_of
 from trainer.supervisor.causes import PBS_EXIT_CAUSES
 
 # PBS job_state letters -> larsctl's.  F (PBS Pro) and C (Torque) are refined by the exit status.
@@ -190,8 +201,7 @@ class PbsScheduler(CommandLineScheduler):
         (qstat -B; Torque-style clients such as Slurm's answer qstat -Q), the profile's queue exists."""
         import shutil
 
-        from larsctl.doctor.report import fail, last_line, ok
-        from larsctl.doctor.scheduler import ask, check_commands
+        from larsctl.doctor.report import ask, check_commands, fail, last_line, ok
 
         rows = [check_commands("pbs", ("qsub", "qstat", "qdel"))]
         if not shutil.which("qstat"):
@@ -208,8 +218,7 @@ class PbsScheduler(CommandLineScheduler):
 
     def _doctor_queue(self, profile):
         """The profile's queue among ``qstat -Q``'s (the names below its line of dashes)."""
-        from larsctl.doctor.report import fail, in_profile, last_line, ok, warn
-        from larsctl.doctor.scheduler import ask
+        from larsctl.doctor.report import ask, fail, in_profile, last_line, ok, warn
 
         answered, text = ask(self, ["qstat", "-Q"])
         if not answered:

@@ -25,12 +25,23 @@ from pathlib import Path
 
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from larsctl.schedulers.launch import build_launch, value_of
-from larsctl.schedulers.base import BatchRequest, CommandLineScheduler, JobInfo, SchedulerError
-from larsctl.jobs.paths import JobPaths
+from larsctl.facts.jobdir import JobPaths
+from larsctl.facts.states import JobState
 from larsctl.planning.walltime import job_walltime
-from larsctl.jobs.states import JobState
-from larsctl.schedulers.batch import FILE_DIRECTIVE, body, directive_value, extra_directives, restart_record
+from larsctl.schedulers.base import (
+    BatchRequest,
+    CommandLineScheduler,
+    JobInfo,
+    SchedulerError,
+)
+from larsctl.schedulers.batch import (
+    FILE_DIRECTIVE,
+    body,
+    directive_value,
+    extra_directives,
+    restart_record,
+)
+from larsctl.schedulers.launch import build_launch, value_of
 from trainer.supervisor.causes import SLURM_END_CAUSES
 
 # Slurm's job states (squeue %T / sacct State, first word) -> larsctl's.
@@ -275,8 +286,7 @@ class SlurmScheduler(CommandLineScheduler):
         answers (sinfo, else squeue), and the profile's partition is there and up."""
         import shutil
 
-        from larsctl.doctor.report import fail, last_line, ok
-        from larsctl.doctor.scheduler import ask, check_commands
+        from larsctl.doctor.report import ask, check_commands, fail, last_line, ok
 
         rows = [check_commands("slurm", ("sbatch", "squeue", "sacct", "scancel", "scontrol"))]
         sinfo = shutil.which("sinfo") is not None

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from larsctl.cli import cli
-from larsctl.jobs.paths import atomic_write
+from larsctl.facts.jobdir import atomic_write
 
 DEMO = str(Path(__file__).resolve().parents[2] / "jobs" / "demo.yaml")
 
@@ -129,7 +129,7 @@ def test_atomic_write_past_the_file_size_limit_keeps_the_old_file(tmp_path):
     (tmp_path / "job").mkdir()
     target = tmp_path / "job" / "job.yaml"
     target.write_text("old\n")
-    code = ("import sys; from larsctl.jobs.paths import atomic_write; from larsctl.errors import Failure\n"
+    code = ("import sys; from larsctl.facts.jobdir import atomic_write; from larsctl.errors import Failure\n"
             "try:\n    atomic_write(sys.argv[1], 'x' * 100000)\n"
             "except Failure as e:\n    print(e.message); sys.exit(1)\n")
     r = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True,

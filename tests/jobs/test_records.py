@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 
 from larsctl.jobs.registry import Registry
-from larsctl.jobs.states import JobState as S
-from larsctl.jobs.states import aggregate
+from larsctl.facts.states import JobState as S
+from larsctl.facts.states import aggregate
 from larsctl.results import metrics
 
 

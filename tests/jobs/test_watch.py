@@ -13,9 +13,9 @@ import subprocess
 import time
 
 from larsctl.jobs import lifecycle
-from larsctl.jobs.paths import JobPaths
+from larsctl.facts.jobdir import JobPaths
 from larsctl.jobs.registry import Registry
-from larsctl.jobs.states import JobState
+from larsctl.facts.states import JobState
 from larsctl.schedulers.local import LocalScheduler, make_id, proc_starttime
 
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from larsctl.cli import cli
 from larsctl.jobs.registry import JobRecord, Registry
-from larsctl.jobs.states import JobState
+from larsctl.facts.states import JobState
 from larsctl.planning.measured import MIN_RECORDS, NEWEST, Measured, Run, job_rate, pool
 from larsctl.planning.planner import Cluster, PlanRequest, make_plan
 from larsctl.planning.spec import resolve_job

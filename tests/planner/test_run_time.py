@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from larsctl.cli import cli
 from larsctl.planning.estimate import VALIDATION_SPEEDUP, steps_per_epoch, validations
-from larsctl.planning.hardware import GPUS
+from larsctl.facts.hardware import GPUS
 from larsctl.planning.planner import Cluster, PlanRequest, make_plan
 from tests.planner.conftest import REPO
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from larsctl.schedulers import get_scheduler
-from larsctl.jobs.paths import JobPaths
+from larsctl.facts.jobdir import JobPaths
 
 pytestmark = pytest.mark.slow
 

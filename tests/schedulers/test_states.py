@@ -6,7 +6,7 @@ import json
 import pytest
 
 from larsctl.schedulers import JobState
-from larsctl.jobs.paths import JobPaths
+from larsctl.facts.jobdir import JobPaths
 from larsctl.schedulers.pbs import parse_qstat_full, parse_qstat_json, pbs_state
 from larsctl.schedulers.slurm import parse_sacct, parse_squeue, slurm_state
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from larsctl.schedulers import JobState, SchedulerError, get_scheduler
-from larsctl.jobs.paths import JobPaths
+from larsctl.facts.jobdir import JobPaths
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
