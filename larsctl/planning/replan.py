@@ -83,10 +83,16 @@ def nearest(counts: list[int], wanted: int) -> str:
 
 
 def replan(spec: JobSpec, profile: ClusterProfile, gpus: int | None, measured=None) -> JobSpec:
-    """``spec`` on ``gpus`` GPUs (None: the planner's choice) of ``profile``; PlanError (one line,
-    naming the nearest GPU counts that can) when B cannot be kept."""
+    """``spec`` on ``gpus`` GPUs of ``profile`` (None: the job's own count where it can keep B, else
+    the most that can); PlanError (one line, naming the nearest GPU counts that can) otherwise."""
     where = f"cluster {profile.name}"
-    if gpus is not None and _per_gpu(spec, profile, gpus) is None:
+    if gpus is None:  # the job's own count where it fits, else the most that keep B
+        counts = feasible_gpus(spec, profile, measured)
+        gpus = spec.plan.gpus if spec.plan.gpus in counts else (counts[-1] if counts else None)
+    if gpus is None:
+        raise PlanError(f"{where} cannot keep the job's effective batch {spec.plan.effective_batch} on any number "
+                        f"of its GPUs ({profile.gpu_type}, {spec.plan.model} {spec.plan.precision})")
+    if _per_gpu(spec, profile, gpus) is None:
         raise PlanError(f"{gpus} GPUs cannot keep the job's effective batch {spec.plan.effective_batch} on {where} "
                         f"(B must split into GPUs x per-GPU batch x batches per allreduce, the per-GPU batch at "
                         f"most {max_per_gpu_batch(profile.gpu_type, spec.plan.model, spec.plan.precision)}); "
@@ -95,7 +101,7 @@ def replan(spec: JobSpec, profile: ClusterProfile, gpus: int | None, measured=No
         plan = make_plan(Cluster.of(profile), _request(spec, profile, gpus, measured))
     except PlanError as exc:
         counts = feasible_gpus(spec, profile, measured)
-        hint = f"; GPU counts that can: {nearest(counts, gpus or 1)}" if counts else ""
+        hint = f"; GPU counts that can: {nearest(counts, gpus)}" if counts else ""
         raise PlanError(f"{where}: {exc.message}{hint}") from None
     requested = {k: v for k, v in spec.trainer.items() if k != "no_cuda"}
     options = _trainer_options(profile, plan, requested)

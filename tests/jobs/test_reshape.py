@@ -105,3 +105,33 @@ def test_a_ddp_job_goes_on_as_one_worker_with_the_same_batches_and_a_pbs_script_
     assert [s["shape_text"] for s in done["segments"]] == ["1x2x8x1", "1x1x8x2"]
     assert digests(done["job_dir"]) == expected_digests(24, 16, train_samples(larsctl_dirs, 16))
     assert "torch.distributed.run" in jobs.larsctl("logs", job_id).stdout
+
+
+def unsubmitted_job(jobs, *args) -> tuple[str, Path]:
+    """A job directory written by `larsctl script` and recorded by `jobs --rebuild` (nothing runs)."""
+    script = Path(jobs.larsctl("script", "--cluster", "local", *args).stdout.strip())
+    jobs.larsctl("jobs", "--rebuild", str(script.parent))
+    return script.parent.name, script.parent
+
+
+def test_a_model_that_does_not_fit_the_other_clusters_gpus_is_refused(jobs):
+    job_id, job_dir = unsubmitted_job(jobs, *jobs.SHORT, "--precision", "bf16")
+    r = jobs.larsctl("resume", job_id, "--cluster", "slurm-v100", "--gpus", "2", "--dry-run", check=False)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.strip() == "Error: precision bf16 is not supported on V100-16GB; suggestion: --precision fp16 " \
+                               "(bf16 needs A100 or H100)"
+
+
+def test_a_job_directory_the_other_cluster_cannot_reach_is_refused_with_the_copy_command(jobs, larsctl_dirs,
+                                                                                       mount_tmpfs):
+    other = mount_tmpfs("1m")  # another file system than the job directory's
+    jobs.write_profile(larsctl_dirs["config"], "elsewhere", workdir=str(other / "runs"))
+    job_id, job_dir = unsubmitted_job(jobs, *jobs.SHORT)
+    r = jobs.larsctl("resume", job_id, "--cluster", "elsewhere", check=False)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    target = other / "runs" / job_id
+    assert r.stderr.strip() == (
+        f"Error: job {job_id}: its directory {job_dir} is not on the file system of cluster elsewhere's workdir "
+        f"{other / 'runs'}; nothing is copied for you: rsync -a {job_dir}/ {target}/ && larsctl jobs --rebuild "
+        f"{target} && larsctl resume {job_id} --cluster elsewhere")
+    assert not (other / "runs").exists() and jobs.status(job_id)["cluster"] == "local"
