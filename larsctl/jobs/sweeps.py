@@ -113,7 +113,10 @@ def _layout(profile: ClusterProfile, model: str, precision: str, batch: int) -> 
 
 def plan_sweep(definition: SweepDefinition, sweep_id: str) -> list[tuple[SweepPoint, JobSpec]]:
     """Every point's JobSpec (pure; UserError naming the point that cannot run)."""
-    target = parse_target(definition.target)
+    try:
+        target = parse_target(definition.target)
+    except ValueError as exc:
+        raise UserError(f"--target {exc}") from None
     profile = load_profile(definition.cluster)
     recipe, recipe_path = load_recipe(definition.recipe)
     out = []
@@ -121,8 +124,7 @@ def plan_sweep(definition: SweepDefinition, sweep_id: str) -> list[tuple[SweepPo
         gpus, per_gpu = _layout(profile, recipe.model, recipe.precision, point.batch)
         trainer = {**definition.trainer, "base_op": point.optimizer, "seed": point.seed,
                    "eval_every_steps": max(1, math.ceil(definition.eval_examples / point.batch))}
-        if target.tag == "val/accuracy" and target.op in (">=", ">"):
-            trainer["stop_at_val_accuracy"] = target.value
+        trainer.update(target.trainer_options())
         if definition.max_steps is not None:
             trainer["max_steps"] = definition.max_steps
         try:

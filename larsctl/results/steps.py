@@ -16,11 +16,31 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-KINDS = ("train", "val")  # record kinds of metrics.jsonl a target can name
-OPS = (">=", "<=", ">", "<")
 
-_TARGET = re.compile(r"^\s*([A-Za-z_]+)/([A-Za-z0-9_]+)\s*(>=|<=|>|<)\s*"
+# What a target can name: the metrics.jsonl records the trainer writes (trainer/metrics.py),
+# whether higher is better, and the range the value lives in.
+@dataclass(frozen=True)
+class Metric:
+    higher_is_better: bool
+    low: float
+    high: float = math.inf
+
+
+METRICS = {
+    "val/accuracy": Metric(True, 0.0, 1.0),
+    "val/top5": Metric(True, 0.0, 1.0),
+    "val/loss": Metric(False, 0.0),
+    "train/accuracy": Metric(True, 0.0, 1.0),
+    "train/loss": Metric(False, 0.0),
+}
+OPS = (">=", "<=")  # reached at the value itself, as the trainer stops
+# The trainer option that ends a run at a target, per target (trainer/run.py ``_validate``: it
+# stops after the first validation whose top-1 is >= the value: the comparison of ``met``).
+TRAINER_STOPS = {("val/accuracy", ">="): "stop_at_val_accuracy"}
+
+_TARGET = re.compile(r"^\s*([A-Za-z_0-9]+/[A-Za-z0-9_]+)\s*(>=|<=|>|<)\s*"
                      r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_EXPECTED = "expected KIND/METRIC>=VALUE or KIND/METRIC<=VALUE, e.g. 'val/accuracy>=0.9' or 'val/loss<=1.2'"
 
 
 # -- targets -----------------------------------------------------------------
@@ -41,23 +61,45 @@ class Target:
         return f"{self.tag}{self.op}{self.value:g}"
 
     def met(self, value: float) -> bool:
-        return {">=": value >= self.value, "<=": value <= self.value,
-                ">": value > self.value, "<": value < self.value}[self.op]
+        return value >= self.value if self.op == ">=" else value <= self.value
+
+    def trainer_options(self) -> dict:
+        """The trainer option that stops a run at this target ({} where the trainer cannot: the
+        run goes on to its last step, and the sweep still finds the first evaluation meeting it)."""
+        option = TRAINER_STOPS.get((self.tag, self.op))
+        return {option: self.value} if option else {}
 
 
 def parse_target(text: str) -> Target:
-    """``TAG OP VALUE`` with TAG = kind/key of metrics.jsonl records (kind train or val) and
-    OP one of >=, <=, >, <: ``val/accuracy>=0.9``, ``train/loss < 0.5``."""
+    """``KIND/METRIC OP VALUE`` with OP >= or <= (in the metric's better direction) and a value
+    the metric can reach but does not meet before training; ValueError naming the text."""
     match = _TARGET.match(text) if isinstance(text, str) else None
     if not match:
-        raise ValueError(f"target {text!r}: expected TAG OP VALUE with OP one of >=, <=, >, <, "
-                         "e.g. 'val/accuracy>=0.9' or 'val/loss<1.2'")
-    kind, key, op, value = match[1], match[2], match[3], float(match[4])
-    if kind not in KINDS:
-        raise ValueError(f"target {text!r}: record kind {kind!r}: expected one of {', '.join(KINDS)}")
+        raise ValueError(f"{text!r}: {_EXPECTED}")
+    tag, op, value = match[1], match[2], float(match[3])
+    if op not in OPS:
+        raise ValueError(f"{text!r}: {op!r} is not a target operator: a target is reached at its value, as "
+                         f"the trainer stops (--stop-at-val-accuracy: top-1 >= the value); use "
+                         f"'{tag}{op}={match[3]}'")
+    metric = METRICS.get(tag)
+    if metric is None:
+        raise ValueError(f"{text!r}: unknown metric {tag!r}; expected one of {', '.join(METRICS)}")
+    if op != (">=" if metric.higher_is_better else "<="):
+        better = "higher: use '>='" if metric.higher_is_better else "lower: use '<='"
+        raise ValueError(f"{text!r}: {tag} is better {better}")
     if not math.isfinite(value):
-        raise ValueError(f"target {text!r}: value {match[4]!r} is not a finite number")
-    return Target(kind, key, op, value)
+        raise ValueError(f"{text!r}: value {match[3]!r} is not a finite number")
+    return Target(*tag.split("/"), op, _check_reachable(text, tag, metric, value))
+
+
+def _check_reachable(text: str, tag: str, metric: Metric, value: float) -> float:
+    if metric.higher_is_better and value > metric.high:
+        raise ValueError(f"{text!r}: unreachable: {tag} is at most {metric.high:g}")
+    if metric.higher_is_better and value <= metric.low:
+        raise ValueError(f"{text!r}: met before any training: {tag} is never below {metric.low:g}")
+    if not metric.higher_is_better and value <= metric.low:
+        raise ValueError(f"{text!r}: unreachable: {tag} stays above {metric.low:g}")
+    return value
 
 
 def finite_number(value) -> bool:
