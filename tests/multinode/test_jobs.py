@@ -70,9 +70,10 @@ def test_the_leftover_check_sees_a_trainer_left_on_a_node(virtual_cluster):
             time.sleep(0.2)
         assert "-m trainer --config x" in trainers_on(virtual_cluster)["n2"]
         assert wait_no_trainers(virtual_cluster, timeout=1)["n2"]
-    finally:
-        left.kill()
-        left.wait()
+    finally:  # nsenter runs it as a child in the node's PID namespace: end it there
+        virtual_cluster.run("n2", "pkill", "-KILL", "-f", "time.sleep.120. -m trainer", check=False)
+        left.wait(timeout=30)
+    assert not trainers_on(virtual_cluster)["n2"]
 
 
 def test_cancel_leaves_no_trainer_on_any_node(virtual_cluster, profile):
