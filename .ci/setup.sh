@@ -3,6 +3,7 @@
 #   .ci/setup.sh [demo|test] [--no-apt]
 #   demo: MPI, the Python stack (torch, torchvision, DALI, Horovod, ...)
 #   test: the same plus the test tools (Slurm, munge, Torque wrappers, shellcheck, pytest)
+#         and both experiment trackers (the extras mlflow and wandb)
 # As root (or with passwordless sudo) on Debian/Ubuntu it installs the missing Debian
 # packages first.  Otherwise (a cluster login node: no root, `module load` instead of
 # apt), or with --no-apt, apt is skipped and the prerequisites are checked instead:
@@ -93,7 +94,8 @@ log "installing torch, torchvision and the Python dependencies (several GB the f
 "${pip[@]}" --upgrade pip setuptools wheel
 "${pip[@]}" torch torchvision
 extras=.
-[ "$profile" = test ] && extras=".[test]"
+# The tests use both experiment trackers for real (an MLflow server, W&B's offline files).
+[ "$profile" = test ] && extras=".[test,mlflow,wandb]"
 "${pip[@]}" -e "$extras"
 # Horovod has no wheels on PyPI: build it once against this torch and MPI, cache the wheel.
 .ci/build-horovod.sh "$venv" "$wheel_dir"

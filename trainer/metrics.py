@@ -35,6 +35,8 @@ TensorBoard tags: train/loss, train/accuracy, train/lr, train/images_per_sec,
 train/noise_scale (when measured and defined), val/loss, val/accuracy, val/top5, with the
 optimizer step as global step.
 Other ranks get a MetricsLogger with enabled=False, which writes nothing.
+With a tracker (trainer/tracking: rank 0 of a job whose job.yaml has a tracking: section), every
+line written wakes its side thread, which sends metrics.jsonl on from there.
 """
 from __future__ import annotations
 
@@ -49,10 +51,11 @@ EVENTS = ("start", "resume", "checkpoint", "preempted", "cancelled", "diverged",
 
 
 class MetricsLogger:
-    def __init__(self, jsonl_path: Path, tensorboard_dir: Path, enabled: bool):
+    def __init__(self, jsonl_path: Path, tensorboard_dir: Path, enabled: bool, tracker=None):
         self.enabled = enabled
         self._file = None
         self._writer = None
+        self._tracker = tracker  # trainer.tracking.sender.Tracker, or None
         if not enabled:
             return
         jsonl_path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +69,8 @@ class MetricsLogger:
         self._file.flush()
         if record["kind"] == "event":  # events mark resumable points: make them durable
             os.fsync(self._file.fileno())
+        if self._tracker is not None:
+            self._tracker.poke()
 
     def event(self, event: str, step: int, epoch: float, **extra: Any) -> None:
         assert event in EVENTS, event
@@ -109,6 +114,8 @@ class MetricsLogger:
             self._writer.close()
         if self._file is not None:
             self._file.close()
+        if self._tracker is not None:  # after the last line: it sends the rest and ends the segment
+            self._tracker.close()
 
 
 class Progress:

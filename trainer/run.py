@@ -39,6 +39,7 @@ from trainer.ranklog import RankLog
 from trainer.signals import CANCEL, STOP_CHECK_EVERY_STEPS, WIDTH, StopFlag, verdict
 from trainer.supervisor.causes import Cause, FaultSettings
 from trainer.supervisor.rank import RankSupervision, early_rank
+from trainer.tracking.sender import start_tracker
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -309,7 +310,8 @@ class Run:
 
     def _start_logging(self, resumed: dict | None) -> None:
         engine, s, pos = self.engine, self.schedule, self.pos
-        self.log = MetricsLogger(self.paths.metrics, self.paths.tensorboard, engine.is_main)
+        tracker = start_tracker(self.source, self.cfg.out_dir) if engine.is_main else None
+        self.log = MetricsLogger(self.paths.metrics, self.paths.tensorboard, engine.is_main, tracker)
         self.progress = Progress(engine.is_main, s.total_steps, pos.global_step)
         if not self.cfg.no_noise_scale and self.gns is None:
             self.progress.message("gradient noise scale not measured: one rank with --batches-per-allreduce 1 "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from larsctl.commands.options import fault_overrides, job_options, resolve_spec
+from larsctl.commands.tracking import track_option, with_tracking
 from larsctl.errors import warn
 from larsctl.jobs.lifecycle import DEFAULT_MAX_RESTARTS
 
@@ -36,7 +37,8 @@ def _segment_options(func):
 @_segment_options
 @click.option("--dry-run", is_flag=True, help="Print the batch script(s) and launch line; write and submit nothing.")
 @click.option("--follow", "-f", is_flag=True, help="Show a progress bar until the job ends; exit 0 if it completed.")
-def submit(cluster, max_restarts, chain, dry_run, follow, on_fault, fault_bound, crash_resumes, **job):
+@track_option
+def submit(cluster, max_restarts, chain, dry_run, follow, on_fault, fault_bound, crash_resumes, track, **job):
     """Plan a job, write its job directory and submit it; prints the job id.
 
     \b
@@ -44,10 +46,12 @@ def submit(cluster, max_restarts, chain, dry_run, follow, on_fault, fault_bound,
       larsctl submit --cluster local --recipe jobs/demo.yaml --follow
       larsctl submit --cluster mycluster --target-batch 32768 --gpus 64 --dry-run
       larsctl submit --cluster mycluster --recipe jobs/demo.yaml --chain 3
+      larsctl submit --cluster local --recipe jobs/demo.yaml --track mlflow:~/mlruns
     """
     from larsctl.jobs import lifecycle
 
     spec = resolve_spec(cluster, faults=fault_overrides(on_fault, fault_bound, crash_resumes), **job)
+    spec = with_tracking(spec, track)
     if dry_run:
         unset = lifecycle.unset_variables(spec)
         if unset:

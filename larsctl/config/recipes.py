@@ -5,7 +5,9 @@ optional per-GPU batch, the LR rule plus overrides of its numbers (``base_lr``,
 ``warmup_epochs``, ``epsilon``: the published 32K row's warmup and epsilon), and
 a ``trainer:`` section of trainer options (same names as ``python -m trainer``
 flags with ``_``).  Options the planner decides (batch_size, base_lr, ...) are
-rejected there and must be set at the top level.
+rejected there and must be set at the top level.  A ``tracking:`` section sends the job
+to an experiment tracker (trainer.tracking.TrackingSettings: backend mlflow with a uri,
+or wandb offline/online); ``submit --track`` overrides it.
 
 The trainer section is derived from the trainer's own option table
 (trainer/config.py); values are checked by the trainer's own ``check_value``.
@@ -35,6 +37,7 @@ from larsctl.facts.hardware import MODELS, PRECISIONS
 from larsctl.facts.rules import LR_RULES
 from trainer.config import BY_NAME as OPTIONS_BY_NAME
 from trainer.config import OPTIONS, Option, OptionValueError, check_value
+from trainer.tracking import TrackingError, TrackingSettings
 
 
 class RecipeError(UserError):
@@ -121,6 +124,18 @@ def check_trainer_sets(values: dict[str, Any], source: str = "--set") -> dict[st
     return checked
 
 
+def _check_tracking(value: dict | None) -> dict | None:
+    if value is not None:
+        try:
+            TrackingSettings.from_dict(value, "tracking")
+        except TrackingError as exc:
+            raise ValueError(str(exc).removeprefix("tracking: ").removeprefix("tracking.")) from None
+    return value
+
+
+Tracking = Annotated[dict | None, AfterValidator(_check_tracking)]
+
+
 class Recipe(BaseModel):
     """A recipe file; every field except ``name`` and ``target_batch`` has a default."""
 
@@ -139,6 +154,7 @@ class Recipe(BaseModel):
     epsilon: float | None = Field(None, ge=0)        # override of the rule's epsilon
     train_images: int | None = Field(None, ge=1)     # for the estimate; default ImageNet-1k
     trainer: TrainerOptions = TrainerOptions()
+    tracking: Tracking = None                        # the experiment tracker (trainer.tracking)
 
     def trainer_options(self) -> dict[str, Any]:
         """The trainer section as set in the file (unset options left out)."""

@@ -24,6 +24,7 @@ from larsctl.errors import Failure, UserError, one_line
 from larsctl.facts import jobdir
 from larsctl.facts.states import JobState, aggregate
 from larsctl.jobs.registry import JobRecord, Registry, new_job_id, save_copy
+from larsctl.jobs.tracking import create_run as create_tracker_run
 from larsctl.planning.spec import JobSpec
 from larsctl.results.metrics import Progress, read_progress
 from larsctl.results.segments import Segment, job_segments
@@ -173,6 +174,7 @@ def submit(spec: JobSpec, chain: int, max_restarts: int, warn: Warn, sweep: str 
     try:
         requests = render(scheduler, spec, paths, record.id, 0, chain, max_restarts)
         _create(paths, spec)
+        create_tracker_run(spec, paths.root, sweep, warn)
         try:
             ids = schedule_segments(scheduler, requests, after=after)
         except PartialSubmit as exc:

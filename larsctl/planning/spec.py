@@ -15,6 +15,7 @@ job.yaml::
     cluster: {the profile}
     trainer: {flat trainer options, final LR with lr_scaling: keep}
     faults:  {bound_s, startup_s, crash_resumes, policy: {cause: resume|stop}} (trainer.supervisor)
+    tracking: {backend, uri | mode, experiment, ...} (trainer.tracking; only when the job is tracked)
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from trainer.config import JOB_DEFAULTS
 from trainer.config import resolve as resolve_trainer
 from trainer.errors import BadInput
 from trainer.supervisor.causes import FaultSettings, SettingsError
+from trainer.tracking import TrackingError, TrackingSettings, missing_library
 
 PLAN_FLAGS = ("target_batch", "gpus", "per_gpu_batch", "model", "epochs", "precision",
               "lr_rule", *OVERRIDABLE, "name")
@@ -68,6 +70,7 @@ class JobSpec:
     plan: Plan
     trainer: dict
     faults: FaultSettings = field(default_factory=FaultSettings)  # the profile's, then the submit's
+    tracking: TrackingSettings | None = None  # the recipe's tracking:, then submit's --track
 
     @property
     def unset_variables(self) -> list[str]:
@@ -78,8 +81,12 @@ class JobSpec:
         return sorted(found)
 
     def check_runnable(self) -> None:
-        """The trainer's own validation of the whole job, data included (UserError, exit 2)."""
+        """The trainer's own validation of the whole job, data included, and the tracker's library
+        (UserError, exit 2)."""
         _validate_trainer(self.trainer, require_data=True)
+        missing = missing_library(self.tracking.backend) if self.tracking is not None else None
+        if missing:
+            raise PlanError(missing)
 
     # -- job.yaml ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -91,6 +98,8 @@ class JobSpec:
             "trainer": dict(self.trainer),
             "faults": self.faults.to_dict(),
         }
+        if self.tracking is not None:
+            data["tracking"] = self.tracking.to_dict()
         # JSON round trip: paths and enums become plain strings.
         return json.loads(json.dumps(data, default=str))
 
@@ -112,7 +121,8 @@ class JobSpec:
                        plan=Plan(**plan, estimate=Estimate(**estimate),
                                  walltime=Walltime(**walltime) if walltime else None),
                        trainer=dict(data["trainer"]),
-                       faults=FaultSettings.from_dict(data.get("faults"), f"{source}: faults"))
+                       faults=FaultSettings.from_dict(data.get("faults"), f"{source}: faults"),
+                       tracking=_tracking(data.get("tracking"), f"{source}: tracking"))
         except KeyError as exc:
             raise JobSpecError(f"{source}: not a larsctl job spec: missing {exc}") from None
         except (TypeError, ValueError, AttributeError) as exc:
@@ -136,6 +146,13 @@ class JobSpec:
     def read(cls, path: Path) -> JobSpec:
         """The spec in ``path`` (a job.yaml); OSError when it cannot be read."""
         return cls.from_yaml(Path(path).read_text(), str(path))
+
+
+def _tracking(section: dict | None, where: str = "tracking") -> TrackingSettings | None:
+    """A ``tracking:`` mapping as settings, its paths absolute (the job runs elsewhere)."""
+    if not section:
+        return None
+    return TrackingSettings.from_dict(section, where).absolute(expand=expand_path)
 
 
 def _validate_trainer(options: dict, require_data: bool) -> None:
@@ -248,5 +265,10 @@ def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | Non
         settings = profile.fault_settings().with_overrides(faults or {}, "--on-fault")
     except SettingsError as exc:
         raise PlanError(str(exc)) from None
-    return JobSpec(name=name, profile=profile, recipe=recipe_path, plan=plan, trainer=options, faults=settings)
+    try:
+        tracking = _tracking(recipe.tracking if recipe is not None else None)
+    except TrackingError as exc:
+        raise PlanError(str(exc)) from None
+    return JobSpec(name=name, profile=profile, recipe=recipe_path, plan=plan, trainer=options, faults=settings,
+                   tracking=tracking)
 

@@ -17,7 +17,7 @@ RECIPE_ERRORS = {
     "unknown_key": ({}, ["lr: 3"],
                     "6: lr: unknown key; expected one of: name, description, model, target_batch, "
                     "per_gpu_batch, epochs, precision, lr_rule, base_lr, warmup_epochs, epsilon, "
-                    "train_images, trainer (got 3)"),
+                    "train_images, trainer, tracking (got 3)"),
     "planner_owned": ({}, ["  batch_size: 128"],
                       "6: trainer.batch_size: decided by the planner; set per_gpu_batch at the "
                       "top level (got 128)"),
