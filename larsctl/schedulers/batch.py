@@ -183,13 +183,15 @@ PROBES = {
 def body(spec, job_dir: Path, launch: Launch, *, header: list[str], requeue: list[str],
          max_restarts: int, restarts_expr: str, scheduler_id_expr: str, scheduler: str, segment: int,
          before_launch: list[str] = (), after_launch: list[str] = (),
-         end_remote_ranks: list[str] = ()) -> str:
+         end_remote_ranks: list[str] = (), cancelled: list[str] = ()) -> str:
     """The whole script: ``header`` (shebang and directives), then the shared body.
 
     ``requeue``: the scheduler's lines that resubmit/requeue (run when the policy says resume;
     ``$larsctl_failed_host`` names the node that failed, or is ``-``).
     ``scheduler_id_expr``: a shell word for this run's scheduler id.  ``end_remote_ranks``: lines
     that end the job's processes on other nodes when the watchdog fires (Slurm: its steps).
+    ``cancelled``: lines run last when TERM stopped the segment (a cancel: the ranks were told
+    to stop at one step), so that the scheduler records the job as cancelled, not failed.
     """
     q = shlex.quote
     config = JobPaths(job_dir).job_yaml
@@ -237,6 +239,8 @@ def body(spec, job_dir: Path, launch: Launch, *, header: list[str], requeue: lis
         'if [ "$larsctl_action" = resume ]; then',
         "  next=$((restarts + 1))",
         *("  " + line for line in requeue),
+        *(['elif [ "${larsctl_signalled:-}" = TERM ]; then'] + ["  " + line for line in cancelled]
+          if cancelled else []),
         "fi",
         'exit "$rc"',
     ]

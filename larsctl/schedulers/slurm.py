@@ -191,7 +191,9 @@ def render(spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int 
     script = body(spec, job_dir, launch, header=header, requeue=requeue,
                   max_restarts=max_restarts, restarts_expr='"${SLURM_RESTART_COUNT:-0}"',
                   scheduler_id_expr='"$SLURM_JOB_ID"', scheduler="slurm", segment=segment,
-                  end_remote_ranks=END_STEPS)
+                  end_remote_ranks=END_STEPS,
+                  # The script ends of its own after a cancel's TERM: Slurm would record FAILED.
+                  cancelled=['scancel "$SLURM_JOB_ID"'])
     return script, launch.line
 
 

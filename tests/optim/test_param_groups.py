@@ -1,6 +1,7 @@
 """bn/bias separation and the optimizer registry used by the trainer."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 from torch import nn
@@ -98,12 +99,16 @@ def test_registry_passes_foreach_through():
 def test_optimizer_names_live_in_the_trainer_config_and_everyone_imports_them():
     """One list: the trainer's --base-op choices, the registry's entries (in that order) and
     larsctl's sweep choices are the same object; every name builds an optimizer."""
-    from larsctl.jobs import sweeps
+    import click
+
+    from larsctl.commands.sweep import _optimizers
     from trainer.config import BY_NAME, OPTIMIZER_NAMES
     from trainer.optim import OPTIMIZERS
 
     assert BY_NAME["base_op"].choices is OPTIMIZER_NAMES
-    assert sweeps.OPTIMIZERS is OPTIMIZER_NAMES
+    assert _optimizers(None, None, ",".join(OPTIMIZER_NAMES)) == list(OPTIMIZER_NAMES)
+    with pytest.raises(click.BadParameter, match=f"expected some of {', '.join(OPTIMIZER_NAMES)}, got"):
+        _optimizers(None, None, "adamw")
     assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
     from trainer.optim import param_groups
     assert set(param_groups._BUILDERS) == set(OPTIMIZER_NAMES)  # no builder outside the list

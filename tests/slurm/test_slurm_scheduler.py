@@ -52,7 +52,7 @@ def test_job_runs_to_completed_with_a_hostile_name(slurm_cluster, support, fake_
     assert slurm_cluster.job_field(job_id, "JobName") == "a'b;"  # scontrol cuts at the space
     assert not marker.exists()
     assert f"slurm-{job_id}.out" in {p.name for p in (d / "logs").iterdir()}
-    assert "launcher exited with 0" in _log(d)
+    assert "segment 0 ended: completed (the launcher exited 0)" in _log(d)
     assert sorted(support.rank_notes(d)) == ["rank0", "rank1"]
 
 
