@@ -105,7 +105,8 @@ def shape_text(shape: dict | None) -> str | None:
         return "x".join(str(shape[k]) for k in keys)
     keys = ("ranks", "batch_size", "batches_per_allreduce")
     if all(shape.get(k) is not None for k in keys):
-        return f"{shape['ranks']} ranks x {shape['batch_size']} x k={shape['batches_per_allreduce']}"
+        ranks = shape["ranks"]
+        return f"{ranks} rank{'s' * (ranks != 1)} x {shape['batch_size']} x k={shape['batches_per_allreduce']}"
     return None
 
 

@@ -101,5 +101,13 @@ class MlflowBackend:
         if ending in STATUS:
             self.client.set_terminated(self.run_id, STATUS[ending])
 
+    def abandon(self) -> None:
+        """After a failure: drop the database connections MLflow pools for a local store (the client and
+        its store are cached per URI), so that the next round starts on new ones."""
+        engine = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        engine = getattr(engine, "engine", None)
+        if engine is not None:
+            engine.dispose()
+
     def durable(self, acknowledged: Key | None) -> Key | None:
         return acknowledged

@@ -87,7 +87,9 @@ class Tracker:
 
     def _loop(self) -> None:
         while not self._disabled:
-            self._wake.wait()
+            # Down: wake at the retry time even if no new line comes (the values held must go then).
+            down = self._down_since is not None
+            self._wake.wait(max(0.0, self._retry_at - time.monotonic()) if down else None)
             self._wake.clear()
             final = self._closing.is_set()
             if final or time.monotonic() >= self._retry_at:
@@ -204,9 +206,9 @@ class Tracker:
     # -- failures ---------------------------------------------------------------------------
     def _failed(self, exc: Exception) -> None:
         backend, self.backend = self.backend, None
-        if backend is not None:
+        if backend is not None:  # the next round starts over: a new backend, client and connections
             try:
-                backend.close(None)
+                backend.abandon()
             except Exception:  # noqa: BLE001 - it is already failing
                 pass
         if self._down_since is None:

@@ -128,6 +128,10 @@ class WandbBackend:
             run.finish(exit_code=0 if ending in (None, "completed", "preempted") else 1)
         self.wandb.teardown()
 
+    def abandon(self) -> None:
+        """After a failure: finish what W&B has and stop its service; the next round starts a new one."""
+        self.close(None)
+
     def durable(self, acknowledged: Key | None) -> Key | None:
         """The last step W&B's run files hold (``acknowledged`` is not proof of anything here)."""
         steps = [s for path in run_files(self.dir, self.run_id) for s in logged_steps(path)]
