@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from larsctl.errors import Failure, UserError
+from larsctl.errors import Failure, UserError, warn
 from larsctl.facts.jobdir import JobPaths, atomic_write
 from larsctl.results import tables
 from larsctl.results.runs import Run, load_run
@@ -131,12 +131,21 @@ def report(jobs, out, metrics, size, dpi, smoothing, table, as_json):
         atomic_write(out, plots.html_page(png, summaries, runs=runs))
     else:
         atomic_write(out, png)
+    _attach_to_trackers(runs, out)
     if as_json:
         jobs_json = [{**s.to_dict(), **_restarts_json(run)} for s, run in zip(summaries, runs)]
         click.echo(json.dumps({"out": str(out), "jobs": jobs_json}, indent=2))
     else:
         click.echo(f"wrote {out} ({size[0]}x{size[1]} px, {len(runs)} job{'s' * (len(runs) != 1)})")
         _echo_restarts(runs)
+
+
+def _attach_to_trackers(runs: list[Run], out: Path) -> None:
+    """The figure goes to the experiment-tracker run of every tracked job in it (said on stderr)."""
+    from larsctl.jobs.tracking import attach
+
+    for name in attach([run.job_dir for run in runs], out, warn):
+        click.echo(f"attached {out} to the tracker run of {name}", err=True)
 
 
 def _restarts_json(run: Run) -> dict:
