@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from larsctl.commands.tracking import sweep_track_option
 from larsctl.errors import UserError, warn
 
 
@@ -55,9 +56,10 @@ def _optimizers(ctx, param, value):
               help="Run at most this many points at once (default: all on a scheduler with a queue; "
                    "what the machine holds on the local profile).")
 @click.option("--dry-run", is_flag=True, help="List the points and their plans; submit nothing.")
+@sweep_track_option
 @click.pass_context
 def sweep(ctx, cluster, recipe, batches, optimizers, lrs, lr_rule, lr_factors, seeds, target,
-          eval_examples, max_steps, trainer_sets, parallel, dry_run):
+          eval_examples, max_steps, trainer_sets, parallel, dry_run, track):
     """Submit a grid of ordinary jobs (batches x optimizers x LRs x seeds) under one sweep id.
 
     Each point is an ordinary job (status, logs, cancel, resume work on it) that
@@ -71,6 +73,8 @@ def sweep(ctx, cluster, recipe, batches, optimizers, lrs, lr_rule, lr_factors, s
       larsctl sweep --cluster local --recipe jobs/digits-sweep.yaml --batches 16,64,256 \\
           --optimizers lars,sgd --lr-rule lars=legw,sgd=linear --seeds 2 --target 'val/accuracy>=0.9'
       larsctl sweep report sweep-digits-sweep-20261125-120000-ab12 --out sweep.png
+      larsctl sweep --cluster local --recipe jobs/digits-sweep.yaml --batches 16,64 --lrs 0.5 \
+          --target 'val/accuracy>=0.9' --track mlflow:~/mlruns
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -86,7 +90,7 @@ def sweep(ctx, cluster, recipe, batches, optimizers, lrs, lr_rule, lr_factors, s
     definition = sweeps.SweepDefinition(
         cluster=cluster, recipe=str(recipe.resolve()), target=target, batches=batches, optimizers=optimizers,
         lrs=lrs, lr_rules=sweeps.parse_lr_rules(lr_rule, optimizers), lr_factors=lr_factors, seeds=seeds,
-        eval_examples=eval_examples, max_steps=max_steps, trainer=parse_sets(trainer_sets))
+        eval_examples=eval_examples, max_steps=max_steps, trainer=parse_sets(trainer_sets), tracking=track)
     if dry_run:
         for point, spec in sweeps.plan_sweep(definition, "sweep"):
             plan = spec.plan

@@ -1,8 +1,6 @@
 """``--track`` (submit, sweep): the experiment tracker of a job, over its recipe's ``tracking:``."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import click
 
 from larsctl.errors import UserError
@@ -24,23 +22,22 @@ def parse_track(ctx, param, value: str | None) -> dict | None:
         raise UserError(str(exc)) from None
 
 
-track_option = click.option("--track", "track", metavar="mlflow:URI|wandb[:offline|:online]|off",
-                            callback=parse_track, help=TRACK_HELP)
+SWEEP_TRACK_HELP = ("Experiment tracker for every point's job, one run each: mlflow:URI (the runs in one "
+                    "experiment named after the sweep), wandb (offline; the runs in one group named after the "
+                    "sweep), wandb:online, or off; over the recipe's tracking: section.")
+
+
+def _option(help_text: str):
+    return click.option("--track", "track", metavar="mlflow:URI|wandb[:offline|:online]|off",
+                        callback=parse_track, help=help_text)
+
+
+track_option = _option(TRACK_HELP)
+sweep_track_option = _option(SWEEP_TRACK_HELP)
 
 
 def with_tracking(spec, track: dict | None):
-    """``spec`` with ``--track`` applied (None: as the recipe says; {}: off).  Whether the tracker's
-    library is installed is the spec's own check (JobSpec.check_runnable), before anything is written."""
-    if track is None:
-        return spec
-    from larsctl.config.env import expand_path
-    from trainer.tracking import TrackingError, TrackingSettings, merge
+    """``spec`` with ``--track`` applied (None: as the recipe says; {}: off), before anything is written."""
+    from larsctl.jobs.tracking import apply_track
 
-    if not track:
-        return replace(spec, tracking=None)
-    base = spec.tracking.to_dict() if spec.tracking is not None else None
-    try:
-        settings = TrackingSettings.from_dict(merge(base, track), "--track").absolute(expand=expand_path)
-    except TrackingError as exc:
-        raise UserError(str(exc)) from None
-    return replace(spec, tracking=settings)
+    return apply_track(spec, track)

@@ -24,6 +24,7 @@ from larsctl.jobs.history import measured_throughput
 from larsctl.jobs.lifecycle import Warn
 from larsctl.jobs.lifecycle import submit as submit_job
 from larsctl.jobs.registry import JobRecord, Registry, new_job_id
+from larsctl.jobs.tracking import apply_track
 from larsctl.planning.planner import PlanError, lr_by_rule, max_per_gpu_batch
 from larsctl.planning.spec import JobSpec, resolve_job
 from larsctl.results.steps import parse_target
@@ -57,6 +58,7 @@ class SweepDefinition:
     eval_examples: int
     max_steps: int | None
     trainer: dict = field(default_factory=dict)
+    tracking: dict | None = None       # --track: None, the recipe's tracking:; {}: off
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +133,7 @@ def plan_sweep(definition: SweepDefinition, sweep_id: str) -> list[tuple[SweepPo
             spec = resolve_job(profile, recipe_path, trainer=trainer, measured=measured_throughput, target_batch=point.batch, gpus=gpus,
                                per_gpu_batch=per_gpu, base_lr=point.lr,
                                name=f"{Path(definition.recipe).stem}-{point.label}")
+            spec = apply_track(spec, definition.tracking)
             spec.check_runnable()
         except (PlanError, UserError) as exc:
             raise UserError(f"sweep point {point.label}: {exc.message}") from None

@@ -5,10 +5,30 @@ the trainer's rank 0 logs to it in every segment, and larsctl creates it before 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from larsctl.errors import UserError
 from larsctl.planning.spec import JobSpec
+
+
+def apply_track(spec: JobSpec, track: dict | None) -> JobSpec:
+    """``spec`` with a ``--track`` mapping applied (None: as the recipe says; {}: off), its paths absolute.
+    Whether the tracker's library is installed is the spec's own check (JobSpec.check_runnable)."""
+    if track is None:
+        return spec
+    if not track:
+        return replace(spec, tracking=None)
+    from larsctl.config.env import expand_path
+    from trainer.tracking import TrackingError, TrackingSettings, merge
+
+    base = spec.tracking.to_dict() if spec.tracking is not None else None
+    try:
+        settings = TrackingSettings.from_dict(merge(base, track), "--track").absolute(expand=expand_path)
+    except TrackingError as exc:
+        raise UserError(str(exc)) from None
+    return replace(spec, tracking=settings)
 
 
 def create_run(spec: JobSpec, job_dir: Path, sweep: str, warn: Callable[[str], None]) -> None:
