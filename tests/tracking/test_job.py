@@ -3,7 +3,7 @@ preempted as Slurm does it (USR2 to the batch script) and resumed on another sha
 
 MLflow: a tracking server the test starts (SQLite backend), read back with MlflowClient.  W&B:
 offline, its run files read back with W&B's own reader.  One tracker per job, so MLflow gets the
-job with every fault (preempted twice, then resumed on 1 worker) and W&B a short one preempted once.
+job with every fault (preempted twice, then resumed on 2 workers) and W&B a short one preempted once.
 """
 from __future__ import annotations
 
@@ -62,20 +62,20 @@ def ended(job_dir: Path, batch_segment: int) -> bool:
     return (job_dir / "state" / f"segment-{batch_segment}.status").exists()
 
 
-def test_a_job_preempted_twice_and_resumed_on_one_worker_is_one_mlflow_run_with_every_step_once(
+def test_a_job_preempted_twice_and_resumed_on_two_workers_is_one_mlflow_run_with_every_step_once(
         jobs, ddp_profile, mlflow_server, larsctl_dirs, tmp_path):
-    job_id = jobs.larsctl("submit", "--cluster", ddp_profile, *jobs.SHORT, *SMALL, "--max-steps", "16",
-                          "--max-restarts", "1", "--track", f"mlflow:{mlflow_server.url}").stdout.strip()
+    job_id = jobs.larsctl("submit", "--cluster", ddp_profile, *jobs.SHORT, *SMALL, "--gpus", "1",
+                          "--max-steps", "16", "--max-restarts", "1", "--track", f"mlflow:{mlflow_server.url}").stdout.strip()
     job_dir = larsctl_dirs["home"] / "runs" / job_id
     preempt(jobs, job_dir, 0, 2)
     preempt(jobs, job_dir, 1, 0)  # requeued in place, then preempted with no restart left: it stops
     wait_until(lambda: ended(job_dir, 0), "end after the second preemption")
-    jobs.larsctl("resume", job_id, "--gpus", "1")
+    jobs.larsctl("resume", job_id, "--gpus", "2")
     wait_until(lambda: ended(job_dir, 1), "end of the resumed segment")
     done = jobs.status(job_id)
     assert done["state"] == "COMPLETED"
     assert [s["cause"] for s in done["segments"]] == ["preempted", "preempted", "completed"]
-    assert [s["shape_text"] for s in done["segments"]] == ["1x2x8x1", "1x2x8x1", "1x1x8x2"]
+    assert [s["shape_text"] for s in done["segments"]] == ["1x1x8x2", "1x1x8x2", "1x2x8x1"]
 
     client = mlflow_server.client()
     info = RunInfo.read(job_dir)
@@ -89,13 +89,13 @@ def test_a_job_preempted_twice_and_resumed_on_one_worker_is_one_mlflow_run_with_
     assert read_sent(job_dir) == (16, 1)
     tags = {k: v for k, v in run.data.tags.items() if k.startswith("segment.")}
     assert {k: v for k, v in tags.items() if not k.endswith("first_step")} == {
-        "segment.0.shape": "1x2x8x1", "segment.0.cause": "preempted",
-        "segment.1.shape": "1x2x8x1", "segment.1.cause": "preempted",
-        "segment.2.shape": "1x1x8x2", "segment.2.cause": "completed"}
+        "segment.0.shape": "1x1x8x2", "segment.0.cause": "preempted",
+        "segment.1.shape": "1x1x8x2", "segment.1.cause": "preempted",
+        "segment.2.shape": "1x2x8x1", "segment.2.cause": "completed"}
     assert [int(tags[f"segment.{n}.first_step"]) for n in range(3)] == [s["first_step"] for s in done["segments"]]
     params = run.data.params
     assert (params["effective_batch"], params["split"], params["cluster"], params["lr_rule"]) == \
-        ("16", "1x2x8x1", ddp_profile, "legw")
+        ("16", "1x1x8x2", ddp_profile, "legw")
     assert {"base_lr", "warmup_epochs", "gpu_type"} <= set(params)
     (manifest,) = [a.path for a in client.list_artifacts(info.run_id)]
     assert manifest.endswith(".pt.sha256")

@@ -41,8 +41,7 @@ def test_a_tracked_sweep_is_one_mlflow_experiment_with_one_run_per_job(jobs, mon
                             "--optimizers", "sgd", "--target", "val/accuracy>=0.9", "--max-steps", "2",
                             "--parallel", "1", "--track", f"mlflow:{store}").stdout.strip()
     rows = json.loads(jobs.larsctl("jobs", "--sweep", sweep_id, "--json").stdout)
-    for row in rows:  # the runs are created at submit: nothing to train for
-        jobs.larsctl("cancel", row["id"])
+    jobs.larsctl("cancel", *[row["id"] for row in rows])  # the runs are created at submit: nothing to train for
     for key, value in QUIET.items():
         monkeypatch.setenv(key, value)
     from mlflow import MlflowClient
