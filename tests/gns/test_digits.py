@@ -109,7 +109,7 @@ def test_noise_scale_matches_exact_per_example_values(frozen_ddp):
     n = len(samples)
     assert rows[-1]["gns_data_size"] == n == 1437
     images = TrainImages(samples, SIZE, SEED)
-    samplers = [ResumableTrainSampler(n, r, RANKS, B, steps_per_epoch * K, SEED) for r in range(RANKS)]
+    samplers = [ResumableTrainSampler(n, r, RANKS, B, steps_per_epoch * K, SEED, K) for r in range(RANKS)]
     exact_small, exact_big, pop_grad_sq, pop_trace = [], [], [], []
     for epoch in range(EPOCHS):
         xs, ys = zip(*(images[(epoch, i)] for i in range(n)))

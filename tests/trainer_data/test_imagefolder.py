@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from trainer.data import DataConfig, DataError, build_loaders
-from trainer.data.sampling import PaddedEvalSampler, ResumableTrainSampler
+from trainer.data.sampling import PaddedEvalSampler, ResumableTrainSampler, epoch_order
 
 
 def config(digits, **overrides) -> DataConfig:
@@ -66,17 +66,25 @@ def test_train_stream_yields_whole_optimizer_steps(digits):
 
 def test_ranks_read_disjoint_samples_and_regroup_across_world_sizes():
     n, batch = 1000, 16
-    samplers = [ResumableTrainSampler(n, rank, 2, batch, 20, seed=5) for rank in (0, 1)]
+    samplers = [ResumableTrainSampler(n, rank, 2, batch, 20, seed=5, batches_per_allreduce=2) for rank in (0, 1)]
     for s in samplers:
         s.set_epoch(3)
     keys = [list(s) for s in samplers]
     assert not {i for _, i in keys[0]} & {i for _, i in keys[1]}
     assert {epoch for epoch, _ in keys[0] + keys[1]} == {3}  # the epoch travels with each key
-    # One optimizer step of 2 ranks x 2 micro-batches = one step of 1 rank x 4 micro-batches.
-    single = ResumableTrainSampler(n, 0, 1, batch, 40, seed=5)
+    # One optimizer step of 2 ranks x 2 micro-batches = one step of 1 rank x 4 micro-batches,
+    # micro-batch by micro-batch (the same BatchNorm batches): step s is positions [sB, (s+1)B).
+    single = ResumableTrainSampler(n, 0, 1, batch, 40, seed=5, batches_per_allreduce=4)
     single.set_epoch(3)
-    step = {i for k in keys for _, i in k[: 2 * batch]}
-    assert step == {i for _, i in list(single)[: 4 * batch]}
+    alone = [i for _, i in single]
+    order = epoch_order(n, 5, 3).tolist()
+    for step in range(10):
+        split = [[i for _, i in keys[rank][(2 * step + j) * batch:(2 * step + j + 1) * batch]]
+                 for rank in (0, 1) for j in (0, 1)]
+        assert split == [alone[(4 * step + j) * batch:(4 * step + j + 1) * batch] for j in range(4)]
+        assert sum(split, []) == order[step * 4 * batch:(step + 1) * 4 * batch]
+    with pytest.raises(ValueError, match="whole steps"):
+        ResumableTrainSampler(n, 0, 1, batch, 7, seed=5, batches_per_allreduce=2)
 
 
 def test_validation_is_split_across_ranks_with_equal_counts():

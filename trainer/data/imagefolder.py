@@ -152,7 +152,8 @@ def build_imagefolder(train_dir, val_dir, image_size: int, batch_size: int, val_
     check_same_classes(train, val, Path(train_dir), Path(val_dir))
     full = rank_share(len(train.samples), world_size) // batch_size
     streamed = check_steps(full, batches_per_allreduce, len(train.samples), batch_size, world_size, train_dir)
-    sampler = ResumableTrainSampler(len(train.samples), rank, world_size, batch_size, streamed, seed)
+    sampler = ResumableTrainSampler(len(train.samples), rank, world_size, batch_size, streamed, seed,
+                                    batches_per_allreduce)
     return ImageFolderData(
         train=Stream(_loader(TrainImages(train.samples, image_size, seed), sampler, batch_size,
                              workers, pin_memory, seed)),

@@ -1,10 +1,13 @@
 """Which samples each rank reads, as pure functions of (seed, epoch, rank, world).
 
-The train order is a permutation drawn from a generator seeded by (seed, epoch) only,
-truncated to a multiple of the world size and dealt round-robin: rank r takes
-positions r, r+W, r+2W, ... Ranks therefore read disjoint samples, and one optimizer
-step of W ranks x k micro-batches covers the same samples as one rank doing W*k: step s
-of an epoch covers the global positions [sB, (s+1)B) for any split of B = W x b x k.
+The train order is a permutation drawn from a generator seeded by (seed, epoch) only.
+Step s of an epoch covers its global positions [sB, (s+1)B) for any split of
+B = W x b x k, dealt in blocks: micro-batch j of rank r takes the b positions from
+sB + (r*k + j)*b.  Ranks therefore read disjoint samples, and two splits with the same
+per-GPU batch b group the samples into the same micro-batches (2 ranks x 64 x 2 and
+1 rank x 64 x 4 see the same 64-sample batches, so the same BatchNorm statistics): a run
+continued on such a shape differs from the one that never moved only in the order of
+its gradient sums.  The tail of an epoch that makes no whole step is dropped.
 
 ``digest_sums`` turns the sample indices one rank read in a step into three sums that add
 up over ranks and micro-batches whatever the split, so a run's ``batch_digest`` (the
@@ -65,9 +68,12 @@ class ResumableTrainSampler(Sampler):
     """
 
     def __init__(self, num_samples: int, rank: int, world_size: int, batch_size: int,
-                 num_batches: int, seed: int):
+                 num_batches: int, seed: int, batches_per_allreduce: int = 1):
+        if num_batches % batches_per_allreduce:
+            raise ValueError(f"num_batches {num_batches}: expected whole steps of {batches_per_allreduce}")
         self.num_samples, self.rank, self.world_size = num_samples, rank, world_size
         self.batch_size, self.num_batches, self.seed = batch_size, num_batches, seed
+        self.batches_per_allreduce = batches_per_allreduce
         self.epoch, self.start_batch = 0, 0
         self._cached: tuple[int, torch.Tensor] | None = None
 
@@ -79,9 +85,10 @@ class ResumableTrainSampler(Sampler):
     def rank_indices(self, epoch: int | None = None) -> torch.Tensor:
         epoch = self.epoch if epoch is None else epoch
         if self._cached is None or self._cached[0] != epoch:
-            share = rank_share(self.num_samples, self.world_size)
-            order = epoch_order(self.num_samples, self.seed, epoch)
-            self._cached = (epoch, order[: share * self.world_size][self.rank:: self.world_size])
+            block = self.batches_per_allreduce * self.batch_size  # one rank's share of a step
+            steps = self.num_batches // self.batches_per_allreduce
+            order = epoch_order(self.num_samples, self.seed, epoch)[: steps * self.world_size * block]
+            self._cached = (epoch, order.view(steps, self.world_size, block)[:, self.rank].reshape(-1))
         return self._cached[1]
 
     def batch_indices(self, epoch: int, first_batch: int, batches: int) -> torch.Tensor:
