@@ -117,7 +117,9 @@ larsctl_end_ranks() {
   pids=$(larsctl_descendants "$larsctl_pid")
   kill -TERM "$larsctl_pid" 2>/dev/null  # the launcher, so that it ends its ranks on other nodes
   for pid in $pids; do [ "$pid" = "$larsctl_pid" ] || kill -KILL "$pid" 2>/dev/null; done
-  larsctl_end_remote_ranks
+  # In the background: with a node dead, slurmctld answers scancel only after it gave up on
+  # that node (MessageTimeout), and an ssh to it waits for its connect timeout.
+  larsctl_end_remote_ranks </dev/null &
   for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$larsctl_pid" 2>/dev/null || break; sleep 1; done
   for pid in $(larsctl_descendants "$larsctl_pid"); do kill -KILL "$pid" 2>/dev/null; done
 }

@@ -149,16 +149,6 @@ def _spare_nodes(spec) -> bool:
     return spec.profile.nodes > spec.plan.nodes
 
 
-def _hold_off(spec) -> list[str]:
-    """No node to spare: after a node failure, give Slurm the job's bound to notice the dead node
-    (it stops scheduling on a node that misses its pings) before the job may start again; the job
-    then waits until the node is back."""
-    return ['if [ "$larsctl_failed_host" != - ]; then',
-            f'  scontrol update JobId="$SLURM_JOB_ID" StartTime=now+{int(spec.faults.bound_s)} ||',
-            '    echo "larsctl: could not hold the requeued job back" >&2',
-            "fi"]
-
-
 def _exclude_failed_node() -> list[str]:
     return ['if [ "$larsctl_failed_host" != - ]; then',
             '  scontrol update JobId="$SLURM_JOB_ID" ExcNodeList="$larsctl_failed_host" ||',
@@ -181,7 +171,10 @@ def render(spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int 
         # A controller that is away (restarting) gets a few tries.
         f"for _ in {' '.join(str(i) for i in range(1, REQUEUE_TRIES + 1))}; do",
         '  if scontrol requeue "$SLURM_JOB_ID"; then',
-        *("    " + line for line in (_exclude_failed_node() if _spare_nodes(spec) else _hold_off(spec))),
+        # With no node to spare nothing more is needed: Slurm itself holds a requeued job back
+        # for its credential lifetime (120 s by default) and then waits for the job's full size
+        # (a StartTime set here is refused: the job is not pending until this script ends).
+        *("    " + line for line in (_exclude_failed_node() if _spare_nodes(spec) else [])),
         "    exit 0",
         "  fi",
         f'  echo "larsctl: scontrol requeue failed; trying again in {REQUEUE_WAIT_S}s" >&2',

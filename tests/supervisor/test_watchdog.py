@@ -43,6 +43,32 @@ def test_a_silent_node_is_node_fail_naming_it():
     assert v.cause is Cause.NODE_FAIL and v.hosts == ("n2",) and v.ranks == (1,)
 
 
+def first_verdict(frames, ranks):
+    """frames: [(time, {rank: heartbeat}, ended ranks)]; (time, verdict) of the first verdict."""
+    obs = Observer(ranks, SETTINGS, started=0.0)
+    for now, beats, ended in frames:
+        obs.update(beats, ended, now)
+        if (verdict := obs.judge(now)) is not None:
+            return now, verdict
+    return None, None
+
+
+def test_a_silent_node_whose_peers_failed_is_judged_after_two_heartbeat_periods():
+    """n2 dies at t=6: the ranks on n1 and n3 lose their peer and end at t=7.  Half the bound is
+    10 s; two periods (2 s each) and a second of silence are enough once a peer ended."""
+    def frames(peers_end):
+        out = []
+        for t in range(0, 30):
+            beats = {0: hb(0, t, t, t), 1: {**hb(1, min(t, 6), min(t, 6), min(t, 6), host="n2"), "period": 2.0},
+                     2: hb(2, t, t, t, host="n3")}
+            out.append((t, beats, {0, 2} if peers_end and t >= 7 else set()))
+        return out
+    at, v = first_verdict(frames(peers_end=True), 3)
+    assert v.cause is Cause.NODE_FAIL and v.hosts == ("n2",) and at == 12, (at, v)
+    at, v = first_verdict(frames(peers_end=False), 3)  # the others go on: half the bound
+    assert v.cause is Cause.NODE_FAIL and v.hosts == ("n2",) and at == 17, (at, v)
+
+
 def test_a_stopped_rank_is_the_one_named_even_when_another_rank_stalled_first():
     frames = [(t, {0: hb(0, t, min(t, 8), 8), 1: hb(1, t, min(t, 6), 8, host="n2", state="T" if t > 8 else "S")})
               for t in range(0, 30, 2)]

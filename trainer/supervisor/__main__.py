@@ -143,7 +143,7 @@ def _settle(paths: AttemptPaths) -> None:
 
 def finish(args) -> int:
     from trainer.supervisor.classify import classify, silent_ranks
-    from trainer.supervisor.liveness import answering
+    from trainer.supervisor.liveness import answering, probe_timeout
     from trainer.supervisor.policy import decide
 
     doc = job_document(args.job_dir)
@@ -153,7 +153,9 @@ def finish(args) -> int:
     attempt = read_attempt(paths)
     signal = args.signal if args.signal not in ("", "none") else None
     silent = silent_ranks(attempt, set(attempt.ranks)) if attempt.watchdog is None else set()
-    alive = answering({attempt.heartbeats[r].get("host") for r in silent}, args.probe) if silent else None
+    bound = float((attempt.observed or {}).get("bound_s") or job_settings(doc).bound_s)
+    alive = answering({attempt.heartbeats[r].get("host") for r in silent}, args.probe,
+                      probe_timeout(bound)) if silent else None
     ending = classify(attempt, ranks, rc=args.rc, signal=signal, alive=alive)
     history = [a.end for a in read_attempts(args.job_dir) if a.end and a.number < args.attempt]
     decision = decide(ending, history, job_settings(doc), args.restarts, args.max_restarts)

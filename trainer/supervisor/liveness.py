@@ -11,6 +11,14 @@ import subprocess
 import time
 
 PROBE_TIMEOUT_S = 20.0
+# A dead node does not refuse: its probe runs to the timeout, which the job's bound pays for.
+PROBE_SHARE = 6  # of the bound
+
+
+def probe_timeout(bound_s: float) -> float:
+    """Seconds a probe gets within a fault bound: a sixth of it, 5 to PROBE_TIMEOUT_S (a live
+    node answers srun or ssh in a second or two)."""
+    return min(PROBE_TIMEOUT_S, max(5.0, bound_s / PROBE_SHARE))
 
 
 def answering(hosts, probe: str | None, timeout: float = PROBE_TIMEOUT_S) -> set[str] | None:

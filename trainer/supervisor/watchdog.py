@@ -12,7 +12,9 @@ releasing the allocation:
 
 * a rank whose heartbeat file did not change for B/2 (its side process is gone with its
   node) -> ``node_fail``, naming the host, when every rank seen on that host is silent;
-  ``hang`` otherwise;
+  ``hang`` otherwise.  Once another rank has ended (its peers fail at once when a node
+  dies: their connections close), two heartbeat periods of silence are enough: a rank
+  whose side process lives writes every period, busy or not;
 * a rank whose counter did not move for B/2 (``startup_s`` before its first step) while its
   heartbeat goes on -> ``hang``, naming the rank that holds the others up: one stopped by a
   signal (state T), else one waiting for data, else the one(s) furthest behind.
@@ -33,8 +35,9 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 
 from trainer.supervisor.causes import BOUND_STEPS, Cause, FaultSettings
+from trainer.supervisor.classify import silence
 from trainer.supervisor.heartbeat import proc_state
-from trainer.supervisor.liveness import answering
+from trainer.supervisor.liveness import answering, probe_timeout
 from trainer.supervisor.records import AttemptPaths, by_rank, read_json, write_json
 
 STEP_SAMPLES = 50
@@ -53,6 +56,7 @@ class RankView:
     state: str | None = None
     host: str | None = None
     gone: str | None = None
+    period: float | None = None  # its side process's heartbeat period
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ class Observer:
             if hb.get("counter") != v.counter:
                 v.counter, v.moved_at = hb.get("counter"), now
             v.step, v.phase, v.state = int(hb.get("step") or 0), hb.get("phase", "startup"), hb.get("state")
-            v.host, v.gone = hb.get("host"), hb.get("gone")
+            v.host, v.gone, v.period = hb.get("host"), hb.get("gone"), hb.get("period")
         for rank in ended:
             self.views.setdefault(rank, RankView(seen_at=now, moved_at=now)).gone = "ended"
         training = [v.step for v in self.views.values() if v.gone is None and v.phase not in ("startup", "done")]
@@ -111,8 +115,11 @@ class Observer:
             missing = tuple(r for r in range(self.ranks) if r not in self.views)
             return Verdict(Cause.HANG, missing, (), 0, f"rank(s) {_ranks(missing)} did not start within "
                                                        f"{self.settings.startup_s}s")
-        silent = {r: v for r, v in live.items() if now - v.seen_at > limit}
+        peers_ended = any(v.gone for v in self.views.values())
+        silent = {r: v for r, v in live.items()
+                  if now - v.seen_at > (min(limit, silence({"period": v.period})) if peers_ended else limit)}
         if silent:
+            quiet = min(now - v.seen_at for v in silent.values())
             hosts = sorted({v.host for v in silent.values() if v.host})
             dead = [h for h in hosts if all(r in silent for r, v in self.views.items()
                                             if v.host == h and v.gone is None)]
@@ -121,10 +128,10 @@ class Observer:
                 ranks = tuple(sorted(r for r, v in silent.items() if v.host in dead))
                 return Verdict(Cause.NODE_FAIL, ranks, tuple(dead), step,
                                f"no heartbeat from {', '.join(dead)} (rank(s) {_ranks(ranks)}) for "
-                               f"{limit:.0f}s")
+                               f"{quiet:.0f}s")
             ranks = tuple(sorted(silent))
             return Verdict(Cause.HANG, ranks, tuple(hosts), step,
-                           f"the heartbeat of rank(s) {_ranks(ranks)} stopped for {limit:.0f}s")
+                           f"the heartbeat of rank(s) {_ranks(ranks)} stopped for {quiet:.0f}s")
         stalled = {r: v for r, v in live.items()
                    if now - v.moved_at > (self.settings.startup_s if v.phase == "startup" else limit)}
         if not stalled:
@@ -165,11 +172,11 @@ def _alive(pid: int) -> bool:
     return proc_state(pid) not in (None, "Z", "X")
 
 
-def confirmed(verdict: Verdict, probe: str | None) -> Verdict:
+def confirmed(verdict: Verdict, probe: str | None, bound_s: float) -> Verdict:
     """A node_fail verdict whose hosts still answer is a hang of ranks whose heartbeat stopped."""
     if verdict.cause is not Cause.NODE_FAIL:
         return verdict
-    alive = answering(verdict.hosts, probe)
+    alive = answering(verdict.hosts, probe, probe_timeout(bound_s))
     if not alive:
         return verdict
     return Verdict(Cause.HANG, verdict.ranks, verdict.hosts, verdict.step,
@@ -195,7 +202,7 @@ def watch(paths: AttemptPaths, ranks: int, settings: FaultSettings, shell_pid: i
                 break
             verdict = obs.judge(now)
             if verdict is not None:
-                verdict = confirmed(verdict, probe)
+                verdict = confirmed(verdict, probe, obs.bound())
                 write_json(paths.watchdog, {**verdict.to_dict(), "time": time.time(), "bound_s": obs.bound()})
                 write_json(paths.observed, obs.snapshot(now))
                 os.kill(shell_pid, signal.SIGUSR1)
