@@ -5,7 +5,8 @@ runs again from its newest checkpoint and completes with equal weights on every 
 
 The kill is the node's namespace init dying (tests/multinode/cluster.py kill_node): every
 process on it dies at once and its network goes, as in a power loss.  The job's fault bound
-is 30 s, so the watchdog judges a silent node after 15 s.  When the node that dies runs the
+is 30 s, so the watchdog judges a silent node after 15 s, or after two heartbeat periods (7 s)
+once the ranks on the other nodes have ended (their connections to the dead node close).  When the node that dies runs the
 batch script (n1), nothing of the job is left there to notice: Slurm itself finds the node
 dead by its missed pings (SlurmdTimeout 60 s in the test cluster) and requeues the job.
 """
