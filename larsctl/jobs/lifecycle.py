@@ -352,8 +352,13 @@ def cancel(registry: Registry, job_id: str) -> tuple[JobRecord, bool]:
     row = refresh(registry, [registry.get(rec.id)])[0][0]
     rec = row.record
     # Some schedulers report a killed job as finished (Torque's qstat: C, no exit
-    # status): unless the trainer said it was done, what larsctl killed is CANCELLED.
-    if not rec.state.is_terminal or (rec.state is JobState.COMPLETED and not row.progress.done):
+    # status), or as failed when the batch script, told to stop, exited by itself with the
+    # launcher's code (PBS: Exit_status 1): unless the trainer said it was done, or the
+    # segment ended of its own cause before the cancel reached it, what larsctl killed is
+    # CANCELLED.
+    last = row.segments[-1].cause if row.segments else None
+    if not rec.state.is_terminal or (rec.state is JobState.COMPLETED and not row.progress.done) \
+            or (rec.state is JobState.FAILED and last in (None, Cause.CANCELLED.value)):
         rec = registry.update(rec.id, state=JobState.CANCELLED)
         save_copy(rec)
     return rec, False
