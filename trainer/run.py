@@ -336,7 +336,10 @@ class Run:
         """Train to the end, a stop or a target; the exit code."""
         s, pos = self.schedule, self.pos
         if pos.global_step >= s.total_steps:
-            self.progress.message(f"already at step {pos.global_step} of {s.total_steps}; nothing to do")
+            # A preemption on the last step checkpoints it before the final validation: do that.
+            self.progress.message(f"already at step {pos.global_step} of {s.total_steps}: validating the final "
+                                  "weights")
+            self._validate()
             return self._done()
         try:
             return self._loop()

@@ -118,3 +118,19 @@ def test_checkpoint_of_another_model_is_bad_input(tmp_path):
     assert run("python", 1, args + ["--model", "resnet34"], log) == 2
     lines = log.read_text().strip().splitlines()
     assert len(lines) == 1 and "was written for model resnet18, this run trains resnet34" in lines[0], lines
+
+
+def test_a_run_resumed_at_its_last_step_validates_its_final_weights(tmp_path):
+    """A preemption that lands on the last step leaves a checkpoint of it but no final validation;
+    the segment that resumes there trains nothing and validates before it is done (the job's final
+    accuracy, and the tracker's last point, come from it)."""
+    out = tmp_path / "job"
+    args = TINY + ["--dataset", "digits", "--batch-size", "32", "--val-batch-size", "128", "--epochs", "1",
+                   "--warmup-epochs", "0.5", "--max-steps", "2", "--checkpoint-every-steps", "1", "--log-every-steps", "1", "--out-dir", str(out)]
+    assert run("python", 1, args, tmp_path / "log1") == 0, (tmp_path / "log1").read_text()[-3000:]
+    assert run("python", 1, args, tmp_path / "log2") == 0, (tmp_path / "log2").read_text()[-3000:]
+    recs = records(out)
+    resumed = max(i for i, r in enumerate(recs) if r.get("event") == "resume")
+    after = [r["kind"] if r["kind"] != "event" else r["event"] for r in recs[resumed + 1:]]
+    assert after == ["val", "done"], after
+    assert recs[resumed + 1]["step"] == 2
