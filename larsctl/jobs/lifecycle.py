@@ -354,11 +354,12 @@ def cancel(registry: Registry, job_id: str) -> tuple[JobRecord, bool]:
     # Some schedulers report a killed job as finished (Torque's qstat: C, no exit
     # status), or as failed when the batch script, told to stop, exited by itself with the
     # launcher's code (PBS: Exit_status 1): unless the trainer said it was done, or the
-    # segment ended of its own cause before the cancel reached it, what larsctl killed is
-    # CANCELLED.
-    last = row.segments[-1].cause if row.segments else None
+    # segment's own record (action set: not derived from the scheduler's word) says it ended
+    # of another cause before the cancel reached it, what larsctl killed is CANCELLED.
+    last = row.segments[-1] if row.segments else None
+    own_end = last is not None and last.action is not None and last.cause != Cause.CANCELLED.value
     if not rec.state.is_terminal or (rec.state is JobState.COMPLETED and not row.progress.done) \
-            or (rec.state is JobState.FAILED and last in (None, Cause.CANCELLED.value)):
+            or (rec.state is JobState.FAILED and not own_end):
         rec = registry.update(rec.id, state=JobState.CANCELLED)
         save_copy(rec)
     return rec, False
