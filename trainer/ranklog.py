@@ -54,10 +54,20 @@ class RankLog:
         self._append(f"{text}\n".encode())
 
     def _pump(self, read_end: int, original: int) -> None:
+        """Pass each chunk on at once; into the file only whole lines (up to the last newline or
+        carriage return), so that a note cannot land inside a line that came in two writes
+        (print() writes the text, then the newline)."""
+        held = b""
         with os.fdopen(read_end, "rb", buffering=0) as pipe:
             while chunk := pipe.read(65536):
                 _write_all(original, chunk)
-                self._append(chunk)
+                held += chunk
+                cut = max(held.rfind(b"\n"), held.rfind(b"\r")) + 1
+                if cut:
+                    self._append(held[:cut])
+                    held = held[cut:]
+        if held:
+            self._append(held)
 
     def _append(self, data: bytes) -> None:
         """``data`` to the file; on its first error the file is given up."""

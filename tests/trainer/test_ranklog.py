@@ -153,3 +153,16 @@ def test_note_does_not_raise_when_the_file_cannot_be_written(tmp_path):
     assert len(found) == 1 and str(log) in found[0], proc.stderr
     assert os.strerror(errno.EFBIG) in found[0]
     assert proc.stderr == found[0] + "\n"
+
+
+def test_a_note_never_lands_inside_a_line_written_in_two_parts(tmp_path):
+    """print() writes a line's text and its newline separately; a note between them once made
+    'cancelled at step 13trainer: cancelled at step 13' the last line of a rank's log."""
+    log = tmp_path / "rank.log"
+    child = ("import os, sys, time\nfrom pathlib import Path\nfrom trainer.ranklog import RankLog\n"
+             "log = RankLog(Path(sys.argv[1]))\nos.write(2, b'text')\ntime.sleep(0.5)\n"
+             "log.note('note')\nos.write(2, b' end\\n')\nlog.close()\n")
+    r = subprocess.run([sys.executable, "-c", child, str(log)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "text end\n"
+    assert log.read_text().splitlines() == ["note", "text end"]
