@@ -115,6 +115,28 @@ def test_two_segments_with_a_replay_make_one_run_with_every_step_once(tmp_path):
     assert read_sent(job) == (20, 1)
 
 
+def test_a_segment_resumed_at_the_last_step_attaches_the_final_checkpoint_written_before_it(tmp_path):
+    # A preemption on the last step checkpoints it; the next segment only validates and is done.
+    store = tmp_path / "mlruns"
+    job = make_job(tmp_path, {"backend": "mlflow", "uri": str(store)})
+    first = Segment(job)
+    first.log.event("start", 0, 0.0, shape=SHAPE)
+    first.steps(1, 8, seed=0)
+    manifest = Path(f"{first.checkpoint(8)}.sha256")
+    first.log.event("preempted", 8, 0.08)
+    first.log.close()
+    second = Segment(job)
+    second.log.event("resume", 8, 0.08, path=str(manifest)[:-len(".sha256")], shape=SHAPE)
+    second.log.val(epoch=0.08, step=8, loss=0.5, accuracy=0.75, top5=1.0)
+    second.log.event("done", 8, 0.08)
+    second.log.close()
+
+    info = RunInfo.read(job)
+    client = mlflow_client(store)
+    assert client.get_run(info.run_id).info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(info.run_id)] == [manifest.name]
+
+
 def _fill(directory: Path) -> Path:
     ballast = directory / "ballast"
     subprocess.run(["dd", "if=/dev/zero", f"of={ballast}", "bs=64k"], capture_output=True)

@@ -151,13 +151,14 @@ class Tracker:
     def _event(self, record: dict, own: bool) -> None:
         event = record.get("event")
         self._tags_due = self._tags_due or own and event != "checkpoint"
+        if event in ("checkpoint", "resume") and record.get("path"):
+            # The newest checkpoint, whichever segment wrote it: one resumed at its last step writes none.
+            self._own["checkpoint"] = record["path"]
         if event in ("start", "resume"):
             if own:
                 self._own.update(first_step=record.get("step"), shape=shape_text(record.get("shape")))
             else:
                 self._own["starts_before"] += 1
-        elif own and event == "checkpoint":
-            self._own["checkpoint"] = record.get("path")
         elif own and event in ENDINGS:
             self.ending = ENDINGS[event]
 
