@@ -7,7 +7,10 @@ a suggestion.
 Per-GPU batch
     The largest per-GPU batch that fits each GPU type (larsctl/facts/hardware.py,
     ResNet-50 at 224 px, scaled for other models and rounded down to a power of two).
-    ``--per-gpu-batch`` overrides the table but may not exceed it.
+    ``--per-gpu-batch`` overrides the table but may not exceed it.  A sweep's points, from a
+    batch of 4 to 32K on one profile, ask for ``spread``: the batch over the most GPUs it fills,
+    each with the largest per-GPU batch that divides its share and fits.
+    A batch larger than the training set (``train_images``) is refused: no epoch has a step.
 
 GPUs and accumulation (policy)
     gpus * per_gpu_batch * batches_per_allreduce == target exactly.  With m =
@@ -106,6 +109,9 @@ class PlanRequest:
     max_steps: int | None = None   # the trainer stops after these optimizer steps
     eval_every_steps: int | None = None  # validations inside epochs too
     measured: Measured | None = None  # finished jobs' images/s on this profile, else the table
+    # No per-GPU batch given: spread the batch over the most GPUs it fills (a sweep's points, from
+    # 4 to 32K on one profile), each with the largest per-GPU batch that divides its share and fits.
+    spread: bool = False
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,22 @@ def _spread_hint(target: int, per_gpu: int, gpus: int, cluster: Cluster) -> str:
     return f" (--per-gpu-batch {smaller} would use {more}, faster but less efficient per GPU)"
 
 
+def _spread(req: PlanRequest, cluster: Cluster, largest: int) -> tuple[int, str] | None:
+    """(per-GPU batch, rule) of ``req.spread``: the largest that divides the batch's share of the
+    most GPUs it fills (or of ``req.gpus``) and fits (the table's largest, and a per-GPU batch the
+    recipe gives is a cap too); None when not asked or the share is no integer."""
+    if not req.spread:
+        return None
+    gpus = req.gpus or _auto_gpus(req.target_batch, cluster)
+    if req.target_batch % gpus:
+        return None
+    cap = min(largest, req.per_gpu_batch) if req.per_gpu_batch else largest
+    share = req.target_batch // gpus
+    per_gpu = next(d for d in range(min(cap, share), 0, -1) if share % d == 0)
+    return per_gpu, (f"spread: the largest dividing the share of {gpus} GPU(s), {share}, that fits "
+                     f"{cluster.gpu_type} ({cap})")
+
+
 def _check_request(req: PlanRequest, cluster: Cluster) -> None:
     if req.model not in MODELS:
         raise PlanError(f"model {req.model!r} has no batch/throughput table; "
@@ -234,6 +256,10 @@ def _check_request(req: PlanRequest, cluster: Cluster) -> None:
         value = getattr(req, name)
         if value is not None and value < 1:
             raise PlanError(f"{name.replace('_', '-')} {value} must be at least 1")
+    if req.target_batch > req.train_images:
+        raise PlanError(f"target batch {req.target_batch} is more than the {req.train_images} training images "
+                        f"(train_images): an epoch would have no step; suggestion: --target-batch "
+                        f"{_pow2_floor(req.train_images)} or less")
     if req.gpus is not None and req.gpus > cluster.max_gpus:
         raise PlanError(f"--gpus {req.gpus} is more than cluster {cluster.name} has "
                         f"({cluster.nodes} nodes x {cluster.gpus_per_node} = "
@@ -246,7 +272,10 @@ def make_plan(cluster: Cluster, req: PlanRequest) -> Plan:
     _check_request(req, cluster)
     rules: dict[str, str] = {}
     largest = max_per_gpu_batch(cluster.gpu_type, req.model, req.precision)
-    if req.per_gpu_batch is None:
+    spread = _spread(req, cluster, largest)
+    if spread is not None:
+        per_gpu, rules["per_gpu_batch"] = spread
+    elif req.per_gpu_batch is None:
         per_gpu = largest
         rules["per_gpu_batch"] = (f"table: largest power of two that fits {cluster.gpu_type} "
                                   f"for {req.model} {req.precision}")

@@ -49,17 +49,35 @@ def _per_gpu(spec: JobSpec, profile: ClusterProfile, gpus: int) -> int | None:
 
 
 def _request(spec: JobSpec, profile: ClusterProfile, gpus: int | None, measured) -> PlanRequest:
+    plan = spec.plan
+    return spec_request(spec, target_batch=plan.effective_batch, gpus=gpus,
+                        per_gpu_batch=_per_gpu(spec, profile, gpus) if gpus else None,
+                        overrides={key: getattr(plan, key) for key in OVERRIDABLE},
+                        override_from={key: SHAPE_OF for key in OVERRIDABLE},
+                        train_images=plan.estimate.steps_per_epoch * plan.effective_batch, measured=measured)
+
+
+def spec_request(spec: JobSpec, *, target_batch: int, per_gpu_batch: int | None, overrides: dict,
+                 train_images: int, gpus: int | None = None, override_from: dict | None = None,
+                 measured=None) -> PlanRequest:
+    """A PlanRequest for ``spec``'s model, precision, epochs, LR rule and trainer options, at the
+    batch and with the choices given (a job re-planned on another shape, cluster or batch)."""
     plan, trainer = spec.plan, spec.trainer
-    per_gpu = _per_gpu(spec, profile, gpus) if gpus else None
     return PlanRequest(
-        target_batch=plan.effective_batch, model=plan.model, precision=plan.precision, epochs=plan.epochs,
-        lr_rule=plan.lr_rule, gpus=gpus, per_gpu_batch=per_gpu,
-        overrides={key: getattr(plan, key) for key in OVERRIDABLE},
-        override_from={key: SHAPE_OF for key in OVERRIDABLE},
-        train_images=plan.estimate.steps_per_epoch * plan.effective_batch,
+        target_batch=target_batch, model=plan.model, precision=plan.precision, epochs=plan.epochs,
+        lr_rule=plan.lr_rule, gpus=gpus, per_gpu_batch=per_gpu_batch, overrides=overrides,
+        override_from=override_from or {}, train_images=train_images,
         image_size=trainer.get("image_size", 224), fp16_allreduce=trainer.get("fp16_allreduce"),
         checkpoint_every_steps=trainer.get("checkpoint_every_steps"), val_images=_val_images(trainer),
         max_steps=trainer.get("max_steps"), eval_every_steps=trainer.get("eval_every_steps"), measured=measured)
+
+
+def with_plan(spec: JobSpec, profile: ClusterProfile, plan: Plan, **changes) -> JobSpec:
+    """``spec`` on ``profile`` with ``plan``: its trainer options derived again and validated."""
+    requested = {k: v for k, v in spec.trainer.items() if k != "no_cuda"}
+    options = _trainer_options(profile, plan, requested)
+    _validate_trainer(options, require_data=False)
+    return replace(spec, profile=profile, plan=plan, trainer=options, **changes)
 
 
 def feasible_gpus(spec: JobSpec, profile: ClusterProfile, measured=None) -> list[int]:
@@ -103,7 +121,4 @@ def replan(spec: JobSpec, profile: ClusterProfile, gpus: int | None, measured=No
         counts = feasible_gpus(spec, profile, measured)
         hint = f"; GPU counts that can: {nearest(counts, gpus)}" if counts else ""
         raise PlanError(f"{where}: {exc.message}{hint}") from None
-    requested = {k: v for k, v in spec.trainer.items() if k != "no_cuda"}
-    options = _trainer_options(profile, plan, requested)
-    _validate_trainer(options, require_data=False)
-    return replace(spec, profile=profile, plan=plan, trainer=options)
+    return with_plan(spec, profile, plan)

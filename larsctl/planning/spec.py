@@ -2,7 +2,8 @@
 
 ``resolve_job(profile, recipe=None, trainer=None, **flags)``: ``flags`` are the plan
 flags (target_batch, gpus, per_gpu_batch, model, epochs, precision, lr_rule, base_lr,
-warmup_epochs, epsilon, name); a flag given (not None) wins over the recipe.
+warmup_epochs, epsilon, name, spread: PlanRequest.spread); a flag given (not None) wins over
+the recipe.
 ``trainer`` holds trainer options from the command line (``--set``), merged into the
 recipe's trainer section before planning, so the estimate and the walltime check see
 them.  The resolved trainer section goes through the trainer's own validation.
@@ -49,7 +50,7 @@ from trainer.supervisor.causes import FaultSettings, SettingsError
 from trainer.tracking import TrackingError, TrackingSettings, missing_library
 
 PLAN_FLAGS = ("target_batch", "gpus", "per_gpu_batch", "model", "epochs", "precision",
-              "lr_rule", *OVERRIDABLE, "name")
+              "lr_rule", *OVERRIDABLE, "name", "spread")
 AMP = {"fp32": "off", "fp16": "fp16", "bf16": "bf16"}
 DIGITS_IMAGES = 1797  # scikit-learn's digits (trainer/data/digits): 1,437 train, 360 val
 
@@ -254,6 +255,7 @@ def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | Non
         max_steps=requested.get("max_steps"),
         eval_every_steps=requested.get("eval_every_steps"),
         measured=measured(profile.name, model, image_size, precision) if measured else None,
+        spread=bool(flags.get("spread")),
     )
     plan = make_plan(Cluster.of(profile), request)
     name = flags.get("name") or (recipe.name if recipe is not None

@@ -72,7 +72,7 @@ class ScalingReport:
         for o, od in zip(self.optimizers, d["optimizers"]):
             for b, bd in zip(o.batches, od["batches"]):
                 bd.update(best_lr=b.best_lr, median_steps=b.median_steps,
-                          median_examples=b.median_examples)
+                          median_examples=b.median_examples, edge=b.edge)
             if o.fit is not None:
                 od["fit"].update(e_min=o.fit.e_min, zhang_model=o.fit.zhang_b)
         for r, rd in zip(self.runs, d["runs"]):
@@ -143,7 +143,8 @@ def _prediction(predicted_b_noise, optimizer: str) -> float | None:
 
 
 def predicted_b_noise(runs: Iterable[SweepRun], optimizer: str | None = None) -> float | None:
-    """The median over runs (of ``optimizer``, or all) of noise.noise_summary(records).recommended;
+    """The median over runs (of ``optimizer``, or all) of noise.noise_summary(records, its optimizer).recommended
+    (for LARS the trust-ratio-preconditioned noise scale where the run logged it);
     None when no run logged a noise scale."""
     from larsctl.results.noise import noise_summary
 
@@ -152,7 +153,7 @@ def predicted_b_noise(runs: Iterable[SweepRun], optimizer: str | None = None) ->
         if optimizer is not None and run.optimizer != optimizer.upper():
             continue
         try:
-            values.append(noise_summary(run.records).recommended)
+            values.append(noise_summary(run.records, run.optimizer).recommended)
         except ValueError:
             continue
     return float(np.median(values)) if values else None

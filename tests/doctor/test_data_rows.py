@@ -8,7 +8,7 @@ from pathlib import Path
 from trainer.data.tfrecord import INDEX_DIR, SPLITS, image_example, make_index, shard_name, write_record
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPE = ("name: tfr\nmodel: resnet18\ntarget_batch: 16\nper_gpu_batch: 8\nepochs: 1\ntrain_images: 6\n"
+RECIPE = ("name: tfr\nmodel: resnet18\ntarget_batch: 2\nper_gpu_batch: 1\nepochs: 1\ntrain_images: 6\n"
           "trainer:\n  data_dir: {root}\n  image_size: 8\n  workers: 0\n")
 
 

@@ -110,7 +110,7 @@ def test_recipe_whose_val_classes_differ_fails_naming_the_class(doctor, tmp_path
     train = _image_folder(tmp_path / "data" / "train", ["cat", "dog", "fox"])
     val = _image_folder(tmp_path / "data" / "val", ["cat", "dog"])
     recipe = tmp_path / "folder.yaml"
-    recipe.write_text(f"name: folder\nmodel: resnet18\ntarget_batch: 16\nper_gpu_batch: 8\nepochs: 1\n"
+    recipe.write_text(f"name: folder\nmodel: resnet18\ntarget_batch: 2\nper_gpu_batch: 1\nepochs: 1\n"
                       f"train_images: 3\ntrainer:\n  train_dir: {train}\n  val_dir: {val}\n"
                       "  image_size: 8\n  workers: 0\n")
     report, r = doctor.json("--recipe", str(recipe))

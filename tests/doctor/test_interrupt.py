@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-RECIPE = ("name: folder\nmodel: resnet18\ntarget_batch: 16\nper_gpu_batch: 8\nepochs: 1\ntrain_images: 3\n"
+RECIPE = ("name: folder\nmodel: resnet18\ntarget_batch: 2\nper_gpu_batch: 1\nepochs: 1\ntrain_images: 3\n"
           "trainer:\n  train_dir: {train}\n  val_dir: {val}\n  image_size: 8\n  workers: 0\n")
 
 

@@ -12,6 +12,10 @@ from larsctl.planning.spec import resolve_job
 TINY = Cluster("tiny", 2, 4, "V100-16GB", 100.0, 600, 300)
 
 CASES = {
+    "batch_above_the_training_images": (
+        "slurm-v100", PlanRequest(2048, train_images=1437),
+        "target batch 2048 is more than the 1437 training images (train_images): an epoch would have no step; "
+        "suggestion: --target-batch 1024 or less"),
     "target_below_one_gpu": (
         "slurm-v100", PlanRequest(64),
         "target batch 64 is below the minimum 128 (one GPU's batch 128); suggestion: "

@@ -119,3 +119,97 @@ def test_render_and_json():
     assert d["summary"]["n_points"] == 12 and "points" not in d["summary"]
     assert [t["examples_ratio"] for t in d["tradeoffs"]] == [1.5, 2.0, 3.0]
     assert len(s.to_dict(points=True)["points"]) == 12
+
+
+# -- which noise scale: the LARS-preconditioned one for trust-ratio optimizers ------------------
+
+def both(step, sgd, lars, total=1000, **extra):
+    return train(step, sgd, total, noise_scale_lars=lars, **extra)
+
+
+@pytest.mark.parametrize("optimizer, lars, name, words", [
+    ("lars", 50.0, "lars-preconditioned", ["LARS", "trust ratio", "noise_scale_lars"]),
+    ("LAMB", 50.0, "lars-preconditioned", ["LAMB"]),
+    ("lars", None, "sgd", ["LARS", "no train record has a usable noise_scale_lars", "not calibrated"]),
+    ("sgd", 50.0, "sgd", ["SGD"]),
+    (None, 50.0, "sgd", ["not known"]),
+])
+def test_the_estimator_follows_the_optimizer_and_says_why(optimizer, lars, name, words):
+    records = [both(s, 100.0, lars) for s in (10, 20)]
+    estimator = noise.choose_estimator(records, optimizer)
+    assert estimator.name == name and estimator.field == noise.ESTIMATORS[name]
+    for word in words:
+        assert word in estimator.why
+    s = noise.noise_summary(records, optimizer)
+    assert s.recommended == (50.0 if name == "lars-preconditioned" else 100.0)
+    d = noise.to_dict(s, [])
+    assert (d["estimator"], d["summary"]["estimator"]) == (name, name)
+    assert d["estimator_why"] == estimator.why
+    assert f"Estimator: {name} ({estimator.field}): {estimator.why}" in noise.render(s, [])
+
+
+def test_limits_name_both_estimators():
+    for word in ("lars-preconditioned", "noise_scale_lars", "trust ratio", "LAMB"):
+        assert word in noise.LIMITS
+
+
+# -- enough measured steps ----------------------------------------------------------------------
+
+def test_the_minimum_is_one_time_constant_of_the_trainers_moving_averages():
+    from trainer.gns import EMA_DECAY
+
+    assert noise.min_measured_steps() == round(1 / (1 - EMA_DECAY)) == 100
+
+
+def test_measured_steps_are_the_optimizer_steps_up_to_the_last_value():
+    # The moving averages decay per optimizer step, however many of the steps were measured
+    # (noise_scale_every: gns_steps counts 2 of each 10 here): their span is in optimizer steps.
+    records = [train(10, 5.0, gns_steps=2), train(20, 6.0, gns_steps=2), train(30, None, gns_steps=2)]
+    assert noise.noise_summary(records).measured_steps == 20
+
+
+def test_too_few_measured_steps_are_refused_with_how_many_more():
+    short = noise.noise_summary([train(s, 100.0, gns_steps=1) for s in range(1, 41)])
+    with pytest.raises(ValueError) as info:
+        noise.check_measured(short)
+    assert "measured over 40 optimizer steps" in str(info.value)
+    assert "at least 100" in str(info.value) and "60 more" in str(info.value)
+    noise.check_measured(noise.noise_summary([train(s, 100.0, gns_steps=1) for s in range(1, 101)]))
+
+
+# -- the recommended batch: a power of two, at most the training images -----------------------
+
+@pytest.mark.parametrize("b_noise, size, batch, capped", [
+    (1261.0, 1437, 1024, False), (1500.0, 1437, 1024, True), (3000.0, 1437, 1024, True),
+    (300.0, None, 256, False), (2500.0, None, 2048, False), (0.3, 1437, 1, False)])
+def test_the_recommended_batch_is_capped_by_the_training_images(b_noise, size, batch, capped):
+    record = train(10, b_noise, gns_data_size=size) if size else {"kind": "train", "step": 10, "noise_scale": b_noise}
+    s = noise.noise_summary([record])
+    assert (s.batch.batch, s.batch.capped, s.data_size) == (batch, capped, size)
+    assert s.batch.batch <= (size or s.batch.batch)
+    text = noise.render(s, [])
+    assert f"Recommended effective batch {batch}:" in text
+    assert ("capped by the 1,437 training images" in text) == capped
+    assert noise.to_dict(s, [])["recommended_batch"]["capped"] == capped
+
+
+def test_the_training_images_without_gns_data_size_are_at_least_an_epochs_steps_times_the_batch():
+    s = noise.noise_summary([train(10, 100.0)])  # steps_per_epoch 100, effective_batch 256
+    assert s.data_size == 25600 and "at least steps_per_epoch x effective_batch" in s.data_size_from
+    s = noise.noise_summary([{"kind": "train", "step": 10, "noise_scale": 100.0}])
+    assert s.data_size is None and "not known" in s.data_size_from
+
+
+# -- S(B0), the steps the run took to its target ------------------------------------------------
+
+def test_steps_to_target():
+    records = [train(s, 1.0, total=50) for s in range(1, 41)] + [
+        {"kind": "val", "step": 20, "accuracy": 0.85}, {"kind": "val", "step": 30, "accuracy": 0.9},
+        {"kind": "val", "step": 40, "accuracy": 0.95}]
+    assert noise.steps_to_target(records, 0.9) == (30, "it reached val/accuracy>=0.9 at step 30")
+    steps, why = noise.steps_to_target(records, 0.99)
+    assert steps == 40 and "has not reached" in why and "lower bound" in why
+    steps, why = noise.steps_to_target(records, None)
+    assert steps == 50 and "planned steps" in why
+    with pytest.raises(ValueError, match="no train records"):
+        noise.steps_to_target(records[-3:], None)
