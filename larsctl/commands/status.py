@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from larsctl.errors import warn
+from larsctl.errors import UserError, warn
 from larsctl.facts.states import JobState
 from larsctl.format import DASH, duration, number, render_table
 
@@ -89,6 +89,9 @@ def _report(rows, errors: list[str]) -> None:
 def status(job_ids, as_json, watch, sweep):
     """State, restarts and training progress of jobs (all jobs if none given).
 
+    With --sweep, each job's grid point and its scheduler id (an array task's
+    ARRAY_TASK on Slurm) come first.
+
     \b
     Examples:
       larsctl status
@@ -109,8 +112,14 @@ def status(job_ids, as_json, watch, sweep):
     _report(rows, errors)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+    elif sweep:
+        labels = _sweep_labels(registry, sweep)
+        click.echo(render_table(["POINT", "TASK", *HEADER],
+                                [[labels.get(r.record.id, DASH), (r.record.scheduler_ids or [DASH])[-1],
+                                  *row_cells(r)] for r in rows], colours={3: _colour}))
     else:
         click.echo(render_table(HEADER, [row_cells(r) for r in rows], colours={1: _colour}))
+    if not as_json:
         for row in rows:
             if row.state is JobState.UNKNOWN and row.reason:
                 click.echo(f"{row.record.id}: UNKNOWN: {row.reason}")
@@ -121,13 +130,24 @@ def status(job_ids, as_json, watch, sweep):
         sys.exit(1)
 
 
+def _sweep_labels(registry, sweep_id: str) -> dict[str, str]:
+    """Each job's grid point, from the sweep's sweep.json (none for a sweep from before it had one)."""
+    from larsctl.jobs.sweep_file import load
+
+    try:
+        return load(registry, sweep_id).labels()
+    except UserError:
+        return {}
+
+
 @click.command()
 @click.option("--state", "-s", type=click.Choice([s.value for s in JobState], case_sensitive=False),
               help="Only jobs in this state.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--sweep", help="Only the jobs of this sweep (larsctl sweep list).")
 @click.option("--rebuild", "rebuild_dirs", multiple=True, type=click.Path(path_type=Path),
-              metavar="DIR", help="Re-create the record of a job from its job directory (repeatable).")
+              metavar="DIR", help="Re-create the record of a job from its job directory, or of a sweep and "
+                                  "its jobs from its sweep directory (repeatable).")
 def jobs(state, as_json, sweep, rebuild_dirs):
     """List recorded jobs, or (with --rebuild) re-create lost records from job directories.
 
@@ -138,13 +158,13 @@ def jobs(state, as_json, sweep, rebuild_dirs):
       larsctl jobs --rebuild ~/.local/share/larsctl/runs/demo-20250101-120000-ab12
     """
     from larsctl.jobs import lifecycle
-    from larsctl.jobs.registry import Registry, record_from_job_dir, save_copy
+    from larsctl.jobs.registry import Registry
+    from larsctl.jobs.sweep_file import rebuild
 
     registry = Registry()
     for directory in rebuild_dirs:
-        record = registry.put(record_from_job_dir(directory))
-        save_copy(record)
-        click.echo(f"rebuilt {record.id} from {record.job_dir}")
+        for line in rebuild(registry, directory):
+            click.echo(line)
     if rebuild_dirs:
         return
     if sweep:

@@ -101,6 +101,11 @@ def _workdir(spec: JobSpec, dry_run: bool) -> Path:
     return workdir
 
 
+def workdir(spec: JobSpec) -> Path:
+    """Where a job that really runs goes (UserError naming any $VAR of its paths that is not set)."""
+    return _workdir(spec, dry_run=False)
+
+
 def unset_variables(spec: JobSpec) -> list[str]:
     """$VARS the job's paths use that are not set here (a dry run shows them as written)."""
     return sorted(set(spec.unset_variables) | variables_in(str(spec.profile.expanded_workdir())))
@@ -184,13 +189,46 @@ def submit(spec: JobSpec, chain: int, max_restarts: int, warn: Warn, sweep: str 
             warn(f"{exc.message}; {len(ids)} of {chain} segments submitted")
     except BaseException:
         if not ids:
-            shutil.rmtree(paths.root, ignore_errors=True)
-            try:
-                registry.delete(record.id)
-            except (Failure, sqlite3.Error):
-                pass
+            _forget(registry, record.id, paths)
         raise
     record = registry.update(record.id, scheduler_ids=ids, state=JobState.PENDING)
+    save_copy(record)
+    return record
+
+
+def create(spec: JobSpec, sweep: str, warn: Warn) -> JobRecord:
+    """A point of ``sweep``: its record (SUBMITTING, no scheduler id), its job directory with its
+    job.yaml and its tracker run, submitting nothing: a sweep creates its jobs before it submits
+    any (``scheduled`` records the submission).  Nothing is left behind when it fails."""
+    spec.check_runnable()
+    workdir = _workdir(spec, dry_run=False)
+    registry = Registry()
+    record = registry.claim_id(spec.name, cluster=spec.profile.name, scheduler=spec.profile.scheduler,
+                               job_dir="", state=JobState.SUBMITTING, sweep=sweep)
+    paths = jobdir.JobPaths(workdir / record.id)
+    try:
+        _create(paths, spec)
+        record = registry.update(record.id, job_dir=str(paths.root))
+        create_tracker_run(spec, paths.root, sweep, warn)
+        save_copy(record)
+    except BaseException:
+        _forget(registry, record.id, paths)
+        raise
+    return record
+
+
+def _forget(registry: Registry, job_id: str, paths: jobdir.JobPaths) -> None:
+    """A job that failed before anything was submitted leaves nothing: its directory and record go."""
+    shutil.rmtree(paths.root, ignore_errors=True)
+    try:
+        registry.delete(job_id)
+    except (Failure, sqlite3.Error):
+        pass
+
+
+def scheduled(registry: Registry, job_id: str, ids: list[str]) -> JobRecord:
+    """A created job (``create``) was submitted under scheduler ids ``ids``."""
+    record = registry.update(job_id, scheduler_ids=ids, state=JobState.PENDING)
     save_copy(record)
     return record
 

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS sweeps (
     id TEXT PRIMARY KEY,
     created REAL NOT NULL,
-    definition TEXT NOT NULL
+    definition TEXT NOT NULL,
+    dir TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS scheduler_health (
     name TEXT PRIMARY KEY,
@@ -115,6 +116,8 @@ class Registry:
                 self._db.execute("ALTER TABLE jobs ADD COLUMN sweep TEXT NOT NULL DEFAULT ''")
             if "previous_ids" not in columns:  # a database from before jobs moved between clusters
                 self._db.execute("ALTER TABLE jobs ADD COLUMN previous_ids TEXT NOT NULL DEFAULT '[]'")
+            if "dir" not in {row[1] for row in self._db.execute("PRAGMA table_info(sweeps)")}:
+                self._db.execute("ALTER TABLE sweeps ADD COLUMN dir TEXT NOT NULL DEFAULT ''")  # before sweep.json
         except sqlite3.Error as exc:
             raise Failure(f"cannot open the job database {self.path}: {exc}") from None
 
@@ -184,16 +187,24 @@ class Registry:
         return [_record(r) for r in self._query(sql + " ORDER BY created, id", tuple(args))]
 
     # -- sweeps: a grid of ordinary jobs under one id (larsctl sweep) ----------------
-    def add_sweep(self, sweep_id: str, definition: dict) -> None:
+    # The sweep's own record is its sweep.json (larsctl.jobs.sweep_file); this is its index.
+    def put_sweep(self, sweep_id: str, definition: dict, directory: str, created: float | None = None) -> None:
         with self._tx() as db:
-            db.execute("INSERT INTO sweeps (id, created, definition) VALUES (?, ?, ?)",
-                       (sweep_id, time.time(), json.dumps(definition, sort_keys=True)))
+            db.execute("INSERT OR REPLACE INTO sweeps (id, created, definition, dir) VALUES (?, ?, ?, ?)",
+                       (sweep_id, created or time.time(), json.dumps(definition, sort_keys=True), directory))
 
     def sweep(self, sweep_id: str) -> dict:
-        rows = self._query("SELECT definition FROM sweeps WHERE id = ?", (sweep_id,))
+        return json.loads(self._sweep_row(sweep_id)[0])
+
+    def sweep_dir(self, sweep_id: str) -> str:
+        """The sweep's directory ('' for a sweep recorded before sweeps had one)."""
+        return self._sweep_row(sweep_id)[1]
+
+    def _sweep_row(self, sweep_id: str) -> tuple[str, str]:
+        rows = self._query("SELECT definition, dir FROM sweeps WHERE id = ?", (sweep_id,))
         if not rows:
             raise UserError(f"unknown sweep id {sweep_id!r} (see `larsctl sweep list`)")
-        return json.loads(rows[0][0])
+        return rows[0]
 
     def sweeps(self) -> list[tuple[str, float, dict]]:
         return [(i, c, json.loads(d)) for i, c, d in

@@ -6,6 +6,11 @@ from larsctl.format import DASH, number, render_table
 from larsctl.results.critical_batch import MCCANDLISH, REGIMES_TEXT, ZHANG
 from larsctl.results.scaling import OptimizerScaling, ScalingReport
 
+# BatchResult.edge: where the best LR sits in its batch's grid, when the optimum may lie beyond it.
+EDGE_MARKS = {"low": " (low edge)", "high": " (high edge)", "only": " (only LR)"}
+EDGE_NOTE = ("An LR at an edge of its grid is a best LR the grid may not contain: that batch's steps are "
+             "an upper bound, not the minimum.")
+
 
 def render(report: ScalingReport, *, markdown: bool = True, lr_table: bool = True) -> str:
     """The text of ``larsctl sweep report``: per optimizer the steps table, every LR cell, the fit,
@@ -34,12 +39,17 @@ def _batch_table(o: OptimizerScaling, markdown: bool) -> str:
     for b in o.batches:
         r = regimes.get(b.effective_batch)
         best = b.best
-        rows.append((str(b.effective_batch), number(b.best_lr),
+        rows.append((str(b.effective_batch), number(b.best_lr) + EDGE_MARKS.get(b.edge, ""),
                      f"{best.reached}/{len(best.seeds)}" if best else DASH,
                      number(b.median_steps, 6), number(b.median_examples),
                      number(r.fitted_steps, 6) if r else DASH, r.regime if r else DASH))
-    return render_table(("Batch", "Best LR", "Seeds reached", "Median steps", "Examples",
-                         "Fitted steps", "Regime"), rows, markdown=markdown)
+    table = render_table(("Batch", "Best LR", "Seeds reached", "Median steps", "Examples",
+                          "Fitted steps", "Regime"), rows, markdown=markdown)
+    open_edges = [b for b in o.batches if b.edge is not None]
+    if not open_edges:
+        return table
+    return table + "\n\n" + (f"{EDGE_NOTE} Batches: {', '.join(str(b.effective_batch) for b in open_edges)}; "
+                              "`larsctl sweep resume SWEEP` grows their grids.")
 
 
 def _lr_table(o: OptimizerScaling, markdown: bool) -> str:

@@ -232,12 +232,22 @@ class BatchResult:
 
     optimizer: str
     effective_batch: int
-    cells: tuple[Cell, ...]  # by LR
+    cells: tuple[Cell, ...]  # by LR, ascending
     best: Cell | None  # None: no LR reached the target
 
     @property
     def best_lr(self) -> float | None:
         return None if self.best is None else self.best.lr
+
+    @property
+    def edge(self) -> str | None:
+        """Where the best LR sits in this batch's LR grid: ``low``/``high`` at its smallest/largest
+        (the optimum may lie beyond), ``only`` in a grid of one LR; None inside, or no best."""
+        if self.best is None:
+            return None
+        if len(self.cells) == 1:
+            return "only"
+        return "low" if self.best is self.cells[0] else "high" if self.best is self.cells[-1] else None
 
     @property
     def median_steps(self) -> float | None:

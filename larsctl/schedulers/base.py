@@ -62,6 +62,8 @@ class Scheduler(abc.ABC):
     """Submit, describe and cancel jobs on one kind of scheduler."""
 
     name: str
+    # Job arrays (a sweep as one scheduler job): dryrun_task, dryrun_array and task_id.
+    arrays: ClassVar[bool] = False
 
     @abc.abstractmethod
     def dryrun(self, spec, job_dir: Path, *, job_id: str, segment: int = 0,

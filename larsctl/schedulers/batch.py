@@ -249,6 +249,25 @@ def body(spec, job_dir: Path, launch: Launch, *, header: list[str], requeue: lis
     return "\n".join(lines) + "\n"
 
 
+def array_dispatch(tasks: Path, index_var: str, script_name: str, redirect: list[str] = ()) -> list[str]:
+    """A sweep's job array, after its directives: the job directory of this task is line
+    ``$index_var`` + 1 of ``tasks``; that job's own script (``script_name``, rendered as an array
+    task) then replaces this shell, so a task runs the same body, supervision and requeue as any
+    job.  ``redirect``: lines that send the output into the job directory first."""
+    q = shlex.quote(str(tasks))
+    return [
+        "set -uo pipefail",
+        f"larsctl_line=$(( {index_var} + 1 ))",
+        f'larsctl_job_dir=$(sed -n "${{larsctl_line}}p" {q})',
+        f'if [ -z "$larsctl_job_dir" ] || [ ! -f "$larsctl_job_dir/{script_name}" ]; then',
+        f'  echo "larsctl: array task ${index_var}: no job script on line $larsctl_line of "{q} >&2',
+        "  exit 1",
+        "fi",
+        *redirect,
+        f'exec bash "$larsctl_job_dir/{script_name}"',
+    ]
+
+
 def restart_record(scheduler_id_expr: str, extra: str = "") -> str:
     """Shell line appending one restart to <job_dir>/restarts."""
     words = (f'time=$(date -u +%Y-%m-%dT%H:%M:%SZ) scheduler_id={scheduler_id_expr} '

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from larsctl.facts.jobdir import JobPaths
 from larsctl.facts.states import JobState
+from larsctl.facts.sweepdir import SweepPaths
 from larsctl.planning.walltime import job_walltime
 from larsctl.schedulers.base import (
     BatchRequest,
@@ -35,6 +36,7 @@ from larsctl.schedulers.base import (
 )
 from larsctl.schedulers.batch import (
     FILE_DIRECTIVE,
+    array_dispatch,
     body,
     directive_value,
     extra_directives,
@@ -84,6 +86,11 @@ def _job_name(name: str) -> str:
 
 
 def directives(spec, job_dir: Path, *, segment: int, segments: int) -> list[str]:
+    return _lines(_options(spec, job_dir, segment=segment, segments=segments), spec.profile)
+
+
+def _options(spec, job_dir: Path, *, segment: int, segments: int) -> dict[str, object]:
+    """The qsub options of one segment: flag (with the resource name for -l) -> value."""
     p, plan = spec.profile, spec.plan
     cpus = max(1, p.cpus_per_node)
     select = f"select={plan.nodes}:ncpus={cpus}"
@@ -92,15 +99,19 @@ def directives(spec, job_dir: Path, *, segment: int, segments: int) -> list[str]
     select += f":mpiprocs={plan.gpus_per_node}"
     name = spec.name if segments == 1 else f"{spec.name}.{segment + 1}of{segments}"
     # A directory: PBS writes <name>.o<seq> there, one file per run (requeues included).
-    logs = str(JobPaths(job_dir).logs) + "/"
-    opts = [("-N", _job_name(name)), ("-j", "oe"), ("-l", select), ("-l", f"walltime={job_walltime(spec).text}"),
-            ("-o", logs), ("-r", "y")]
+    opts = {"-N": _job_name(name), "-j": "oe", "-l select": select, "-l walltime": f"walltime={job_walltime(spec).text}",
+            "-o": str(JobPaths(job_dir).logs) + "/", "-r": "y"}
     if p.partition:
-        opts.append(("-q", p.partition))
+        opts["-q"] = p.partition
     if p.account:
-        opts.append(("-P", p.account))  # PBS Pro project (Torque spells it -A)
-    return ([f"#PBS {flag} {directive_value(value, flag)}" for flag, value in sorted(opts)]
-            + [f"#PBS {extra}" for extra in extra_directives(p)])
+        opts["-P"] = p.account  # PBS Pro project (Torque spells it -A)
+    return opts
+
+
+def _lines(opts: dict[str, object], profile) -> list[str]:
+    pairs = sorted((key.split()[0], value) for key, value in opts.items())
+    return ([f"#PBS {flag} {directive_value(value, flag)}" for flag, value in pairs]
+            + [f"#PBS {extra}" for extra in extra_directives(profile)])
 
 
 def timer_lines(seconds: int) -> tuple[list[str], list[str]]:
@@ -122,7 +133,9 @@ def timer_lines(seconds: int) -> tuple[list[str], list[str]]:
 
 
 def render(spec, job_dir: Path, script_path: Path, *, job_id: str, segment: int = 0,
-           segments: int = 1, max_restarts: int = 0) -> tuple[str, str]:
+           segments: int = 1, max_restarts: int = 0, array_task: bool = False) -> tuple[str, str]:
+    """(script, launch line) for one chain segment.  ``array_task``: first run by a sweep's job
+    array (render_array), which runs this script as it is; its requeues are ordinary jobs."""
     job_dir = Path(job_dir)
     p = spec.profile
     launch = build_launch(p, spec.plan, job_dir, scheduler="pbs", job_id=job_id)
@@ -134,9 +147,10 @@ def render(spec, job_dir: Path, script_path: Path, *, job_id: str, segment: int 
     # PBS spools stdout until the job ends; a file in logs/ can be followed while it runs.
     log = JobPaths(job_dir).pbs_log("${PBS_JOBID:-interactive}")
     before = [f'exec >> "{log}" 2>&1', *before]
+    script = directive_value(script_path, "script path")
     requeue = [
-        f'if new_id=$(qsub -W depend=afterany:"$PBS_JOBID" -v LARSCTL_RESTARTS="$next" '
-        f'{directive_value(script_path, "script path")}); then',
+        *(SUBJOB_AFTER if array_task else []),
+        f'if new_id=$(qsub {AFTER_WORDS if array_task else AFTER_THIS} -v LARSCTL_RESTARTS="$next" {script}); then',
         "  " + restart_record("$PBS_JOBID", f" segment={segment} next=$new_id"),
         '  echo "larsctl: resubmitted as $new_id (restart $next)" >&2',
         "  exit 0",
@@ -150,11 +164,39 @@ def render(spec, job_dir: Path, script_path: Path, *, job_id: str, segment: int 
     return script, launch.line
 
 
+AFTER_THIS = '-W depend=afterany:"$PBS_JOBID"'
+# PBS Pro's dependencies name jobs and whole arrays, not one subjob: a subjob resubmits itself
+# without one (it ends right after), an ordinary job (a task requeued before) waits for itself.
+SUBJOB_AFTER = ['if [ -n "${PBS_ARRAY_INDEX:-}" ]; then larsctl_after=(); '
+                f"else larsctl_after=({AFTER_THIS}); fi"]
+AFTER_WORDS = '${larsctl_after[@]+"${larsctl_after[@]}"}'
+
+
+def render_array(spec, sweep: SweepPaths, number: int, *, name: str, count: int,
+                 max_concurrent: int | None) -> str:
+    """A sweep's job array ``number`` (qsub -J): ``count`` tasks (2 or more: PBS Pro has no array of
+    one) of one shape (``spec``: the task that asks for the longest time), at most
+    ``max_concurrent`` at once (-W max_run_subjobs); subjob i runs the job on line i+1 of the
+    tasks file with that job's own script, which sends its output to the job's logs/."""
+    if count < 2:
+        raise ValueError(f"a PBS job array needs 2 or more subjobs, not {count}")
+    opts = _options(spec, sweep.root, segment=0, segments=1)
+    opts.update({"-N": _job_name(name), "-o": str(sweep.logs) + "/", "-J": f"0-{count - 1}"})
+    if max_concurrent:
+        opts["-W"] = f"max_run_subjobs={max_concurrent}"
+    header = ["#!/bin/bash", FILE_DIRECTIVE,
+              f"# larsctl sweep {directive_value(name, 'sweep id')}: job array {number}, {count} subjobs",
+              *_lines(opts, spec.profile)]
+    dispatch = array_dispatch(sweep.tasks(number), "PBS_ARRAY_INDEX", JobPaths(Path("")).script("pbs").name)
+    return "\n".join([*header, *dispatch]) + "\n"
+
+
 @dataclass
 class PbsScheduler(CommandLineScheduler):
     """qsub / qstat / qdel."""
 
     name = "pbs"
+    arrays = True
     system = "PBS"
     cancel_command = "qdel"
 
@@ -165,6 +207,26 @@ class PbsScheduler(CommandLineScheduler):
                               segments=segments, max_restarts=max_restarts)
         return BatchRequest(script=script, script_path=script_path, submit_argv=["qsub"],
                             launch_line=line, segment=segment)
+
+    # -- job arrays (a sweep) ----------------------------------------------------
+    def dryrun_task(self, spec, job_dir: Path, *, job_id: str, max_restarts: int = 0) -> BatchRequest:
+        """A job's first segment as a subjob of its sweep's array (the array submits it)."""
+        script_path = JobPaths(job_dir).script(self.name)
+        script, line = render(spec, job_dir, script_path, job_id=job_id, max_restarts=max_restarts,
+                              array_task=True)
+        return BatchRequest(script=script, script_path=script_path, submit_argv=[], launch_line=line)
+
+    def dryrun_array(self, spec, sweep: SweepPaths, number: int, *, name: str, count: int,
+                     max_concurrent: int | None) -> BatchRequest:
+        script = render_array(spec, sweep, number, name=name, count=count, max_concurrent=max_concurrent)
+        return BatchRequest(script=script, script_path=sweep.array_script(self.name, number),
+                            submit_argv=["qsub"], launch_line="(each subjob: its job's own)")
+
+    @staticmethod
+    def task_id(array_id: str, index: int) -> str:
+        """``1234[].server`` (what qsub -J prints) -> ``1234[3].server``."""
+        head, sep, tail = array_id.partition("[]")
+        return f"{head}[{index}]{tail}" if sep else f"{array_id}[{index}]"
 
     def schedule(self, request: BatchRequest, *, after: str | None = None,
                  after_kind: str = "afterany") -> str:

@@ -27,6 +27,7 @@ from submitit.slurm.slurm import SlurmInfoWatcher
 
 from larsctl.facts.jobdir import JobPaths
 from larsctl.facts.states import JobState
+from larsctl.facts.sweepdir import SweepPaths
 from larsctl.planning.walltime import job_walltime
 from larsctl.schedulers.base import (
     BatchRequest,
@@ -36,6 +37,7 @@ from larsctl.schedulers.base import (
 )
 from larsctl.schedulers.batch import (
     FILE_DIRECTIVE,
+    array_dispatch,
     body,
     directive_value,
     extra_directives,
@@ -94,6 +96,11 @@ def _margin(seconds: int) -> int:
 
 def directives(spec, job_dir: Path, *, job_id: str, segment: int, segments: int) -> list[str]:
     """``#SBATCH`` lines, sorted by option name, values quoted."""
+    return _lines(_options(spec, job_dir, segment=segment, segments=segments), spec.profile)
+
+
+def _options(spec, job_dir: Path, *, segment: int, segments: int) -> dict[str, object]:
+    """The sbatch options of one segment (None: a flag without value)."""
     p, plan = spec.profile, spec.plan
     paths = JobPaths(job_dir)
     name = spec.name if segments == 1 else f"{spec.name}.{segment + 1}of{segments}"
@@ -109,8 +116,8 @@ def directives(spec, job_dir: Path, *, job_id: str, segment: int, segments: int)
         "requeue": None,
         "open-mode": "append",
         # %j keeps the output of requeued runs apart; a literal % in the path is doubled.
-        "output": str(paths.slurm_log("out")).replace("%", "%%").replace("%%j", "%j"),
-        "error": str(paths.slurm_log("err")).replace("%", "%%").replace("%%j", "%j"),
+        "output": _pattern(paths.slurm_log("out"), "%j"),
+        "error": _pattern(paths.slurm_log("err"), "%j"),
         "chdir": str(job_dir),
     }
     if value_of(p.gpu_type) != "cpu":
@@ -124,12 +131,24 @@ def directives(spec, job_dir: Path, *, job_id: str, segment: int, segments: int)
         opts["account"] = p.account
     if p.constraint:
         opts["constraint"] = p.constraint
+    return opts
+
+
+def _pattern(path: Path, *keep: str) -> str:
+    """An sbatch file name pattern: a literal % doubled, the patterns ``keep`` (%j, %A...) kept."""
+    text = str(path).replace("%", "%%")
+    for pattern in keep:
+        text = text.replace("%" + pattern, pattern)
+    return text
+
+
+def _lines(opts: dict[str, object], profile) -> list[str]:
     lines = []
     for key in sorted(opts):
         value = opts[key]
         lines.append(f"#SBATCH --{key}" if value is None
                      else f"#SBATCH --{key}={directive_value(value, key)}")
-    return lines + [f"#SBATCH {extra}" for extra in extra_directives(p)]
+    return lines + [f"#SBATCH {extra}" for extra in extra_directives(profile)]
 
 
 REQUEUE_TRIES, REQUEUE_WAIT_S = 8, 15
@@ -156,18 +175,26 @@ def _exclude_failed_node() -> list[str]:
             "fi"]
 
 
+# An array task's scheduler id: <array id>_<task>, the same across its requeues.
+ARRAY_TASK_ID = "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+
+
 def render(spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int = 1,
-           max_restarts: int = 0) -> tuple[str, str]:
-    """(script, launch line) for one chain segment."""
+           max_restarts: int = 0, array_task: bool = False) -> tuple[str, str]:
+    """(script, launch line) for one chain segment.  ``array_task``: run by a sweep's job array
+    (render_array), whose script holds the directives; its scheduler id is the task's."""
     job_dir = Path(job_dir)
     launch = build_launch(spec.profile, spec.plan, job_dir, scheduler="slurm", job_id=job_id)
+    sid = ARRAY_TASK_ID if array_task else "$SLURM_JOB_ID"
     header = ["#!/bin/bash", FILE_DIRECTIVE,
               f"# larsctl job {directive_value(job_id, 'job id')} segment {segment + 1} of {segments}",
-              *directives(spec, job_dir, job_id=job_id, segment=segment, segments=segments)]
+              *(["# A task of its sweep's job array: the array's script has the directives and runs this one."]
+                if array_task else directives(spec, job_dir, job_id=job_id, segment=segment, segments=segments))]
     requeue = [
-        restart_record("$SLURM_JOB_ID", f" segment={segment}"),
+        restart_record(sid, f" segment={segment}"),
         'echo "larsctl: requeueing job $SLURM_JOB_ID (restart $next)" >&2',
         # scontrol requeue ends this job; Slurm restarts it and counts SLURM_RESTART_COUNT.
+        # (An array task's SLURM_JOB_ID is its own: the requeue takes this task only.)
         # A controller that is away (restarting) gets a few tries.
         f"for _ in {' '.join(str(i) for i in range(1, REQUEUE_TRIES + 1))}; do",
         '  if scontrol requeue "$SLURM_JOB_ID"; then',
@@ -183,11 +210,36 @@ def render(spec, job_dir: Path, *, job_id: str, segment: int = 0, segments: int 
     ]
     script = body(spec, job_dir, launch, header=header, requeue=requeue,
                   max_restarts=max_restarts, restarts_expr='"${SLURM_RESTART_COUNT:-0}"',
-                  scheduler_id_expr='"$SLURM_JOB_ID"', scheduler="slurm", segment=segment,
+                  scheduler_id_expr=f'"{sid}"', scheduler="slurm", segment=segment,
                   end_remote_ranks=END_STEPS,
                   # The script ends of its own after a cancel's TERM: Slurm would record FAILED.
+                  # (An array task's SLURM_JOB_ID is its own: this cancels the task only.)
                   cancelled=['scancel "$SLURM_JOB_ID"'])
     return script, launch.line
+
+
+def render_array(spec, sweep: SweepPaths, number: int, *, name: str, count: int,
+                 max_concurrent: int | None) -> str:
+    """A sweep's job array ``number``: ``count`` tasks of one shape (``spec``: the task that asks
+    for the longest time), at most ``max_concurrent`` at once; task i runs the job on line i+1 of
+    the tasks file with that job's own script, its output in the job's logs/."""
+    opts = _options(spec, sweep.root, segment=0, segments=1)
+    opts.update({"job-name": name, "chdir": str(sweep.root),
+                 "array": f"0-{count - 1}" + (f"%{max_concurrent}" if max_concurrent else ""),
+                 "output": _pattern(sweep.logs / "array-%A_%a.out", "%A", "%a"),
+                 "error": _pattern(sweep.logs / "array-%A_%a.err", "%A", "%a")})
+    header = ["#!/bin/bash", FILE_DIRECTIVE,
+              f"# larsctl sweep {directive_value(name, 'sweep id')}: job array {number}, {count} tasks",
+              *_lines(opts, spec.profile)]
+    logs = JobPaths(Path(""))
+    redirect = [f'exec >> "$larsctl_job_dir/{_task_log(logs, "out")}" 2>> "$larsctl_job_dir/{_task_log(logs, "err")}"']
+    dispatch = array_dispatch(sweep.tasks(number), "SLURM_ARRAY_TASK_ID", logs.script("slurm").name, redirect)
+    return "\n".join([*header, *dispatch]) + "\n"
+
+
+def _task_log(logs: JobPaths, stream: str) -> str:
+    """The job's own Slurm log (as a job's: logs/slurm-<its job id>.<stream>), for the shell."""
+    return str(logs.slurm_log(stream)).replace("%j", "$SLURM_JOB_ID")
 
 
 @dataclass
@@ -195,6 +247,7 @@ class SlurmScheduler(CommandLineScheduler):
     """sbatch / squeue / sacct / scancel."""
 
     name = "slurm"
+    arrays = True
     system = "Slurm"
     cancel_command = "scancel"
 
@@ -204,6 +257,23 @@ class SlurmScheduler(CommandLineScheduler):
                               max_restarts=max_restarts)
         return BatchRequest(script=script, script_path=JobPaths(job_dir).script(self.name, segment),
                             submit_argv=["sbatch", "--parsable"], launch_line=line, segment=segment)
+
+    # -- job arrays (a sweep) ----------------------------------------------------
+    def dryrun_task(self, spec, job_dir: Path, *, job_id: str, max_restarts: int = 0) -> BatchRequest:
+        """A job's first segment as a task of its sweep's array (the array submits it)."""
+        script, line = render(spec, job_dir, job_id=job_id, max_restarts=max_restarts, array_task=True)
+        return BatchRequest(script=script, script_path=JobPaths(job_dir).script(self.name),
+                            submit_argv=[], launch_line=line)
+
+    def dryrun_array(self, spec, sweep: SweepPaths, number: int, *, name: str, count: int,
+                     max_concurrent: int | None) -> BatchRequest:
+        script = render_array(spec, sweep, number, name=name, count=count, max_concurrent=max_concurrent)
+        return BatchRequest(script=script, script_path=sweep.array_script(self.name, number),
+                            submit_argv=["sbatch", "--parsable"], launch_line="(each task: its job's own)")
+
+    @staticmethod
+    def task_id(array_id: str, index: int) -> str:
+        return f"{array_id}_{index}"
 
     # -- side effects ----------------------------------------------------------
     def schedule(self, request: BatchRequest, *, after: str | None = None,
@@ -257,7 +327,7 @@ class SlurmScheduler(CommandLineScheduler):
 
     def _squeue(self, ids: list[str]) -> str:
         r = self.run(["squeue", "--noheader", "--states=all", "--jobs", ",".join(ids),
-                       "--Format=JobID:|,State:|,RestartCnt:|,Reason:"])
+                       "--Format=JobArrayID:|,State:|,RestartCnt:|,Reason:"])
         if r.returncode != 0:
             if "Invalid job id" in r.stderr:
                 return ""  # all of them have left the controller's memory: ask sacct
@@ -322,7 +392,8 @@ class SlurmScheduler(CommandLineScheduler):
 
 # -- pure parsers ------------------------------------------------------------------
 def parse_squeue(text: str) -> dict[str, JobInfo]:
-    """Rows of ``squeue --noheader --Format=JobID:|,State:|,RestartCnt:|,Reason:``."""
+    """Rows of ``squeue --noheader --Format=JobArrayID:|,State:|,RestartCnt:|,Reason:`` (JobArrayID: an
+    array task as ``<array>_<task>``, how larsctl records it; any other job by its id)."""
     table = SlurmInfoWatcher().read_info("JobID|State|Restarts|Reason\n" + text)
     return {job_id: JobInfo(job_id, slurm_state(row.get("State", "")),
                             restarts=int(row.get("Restarts") or 0),

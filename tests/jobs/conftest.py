@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,17 @@ class Helpers:
 @pytest.fixture
 def jobs() -> Helpers:
     return Helpers()
+
+
+@pytest.fixture
+def slurm_profile(slurm_cluster, larsctl_dirs, jobs, tmp_path):
+    """A factory: a Slurm profile for the test cluster (2 CPU ranks on its one node)."""
+
+    def make(name="testslurm", **fields):
+        jobs.write_profile(larsctl_dirs["config"], name, **{
+            "scheduler": "slurm", "partition": "debug", "cpus_per_node": 4, "mpi": "srun-pmix",
+            "engine": "horovod", "walltime": "00:10:00", "signal_margin": 30,
+            "venv": str(Path(__file__).resolve().parents[2] / ".venv"), "workdir": str(tmp_path / "runs"), **fields})
+        return name
+
+    return make

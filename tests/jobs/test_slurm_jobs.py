@@ -15,20 +15,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def slurm_profile(slurm_cluster, larsctl_dirs, jobs, tmp_path):
-    """A factory: a Slurm profile for the test cluster (2 CPU ranks on its one node)."""
-
-    def make(name="testslurm", **fields):
-        jobs.write_profile(larsctl_dirs["config"], name, **{
-            "scheduler": "slurm", "partition": "debug", "cpus_per_node": 4, "mpi": "srun-pmix",
-            "engine": "horovod", "walltime": "00:10:00", "signal_margin": 30,
-            "venv": str(REPO / ".venv"), "workdir": str(tmp_path / "runs"), **fields})
-        return name
-
-    return make
-
-
 def _release_when_requeued(slurm_cluster, sid):
     def check(row):
         if row["state"] == "PENDING" and row["restarts"] > 0:

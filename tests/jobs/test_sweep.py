@@ -18,14 +18,18 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_a_tiny_sweep_runs_as_ordinary_jobs_and_reports_the_fit(jobs, tmp_path):
+def test_a_tiny_sweep_runs_as_ordinary_jobs_and_reports_the_fit(jobs, larsctl_dirs, tmp_path):
     args = ["sweep", "--cluster", "local", "--recipe", str(REPO / "jobs" / "digits-sweep.yaml"),
             "--batches", "32,64,128", "--optimizers", "sgd", "--lr-rule", "linear", "--seeds", "1",
             "--target", "val/accuracy>=0.6", "--eval-examples", "64", "--max-steps", "400"]
     dry = jobs.larsctl(*args, "--dry-run").stdout.splitlines()
-    assert [line.split(":")[0] for line in dry] == ["b32-sgd-lr0.0125-s1", "b64-sgd-lr0.025-s1",
-                                                    "b128-sgd-lr0.05-s1"]
+    assert [line.split()[0] for line in dry if line.startswith("b")] == [
+        "b32-sgd-lr0.0125-s1", "b64-sgd-lr0.025-s1", "b128-sgd-lr0.05-s1"]
+    assert any(line.startswith("3 jobs, at most 1 at once: about ") and "GPU-hours" in line for line in dry), dry
+    assert not (larsctl_dirs["home"] / "runs").exists()  # a dry run writes nothing
     sweep_id = jobs.larsctl(*args).stdout.strip()
+    sweep = json.loads((larsctl_dirs["home"] / "runs" / "sweeps" / sweep_id / "sweep.json").read_text())
+    assert sweep["state"] == "submitted" and len(sweep["points"]) == 3 and all(p["job"] for p in sweep["points"])
     listed = json.loads(jobs.larsctl("sweep", "list", "--json").stdout)
     assert [s["id"] for s in listed] == [sweep_id] and listed[0]["jobs"] == 3
     rows = json.loads(jobs.larsctl("jobs", "--sweep", sweep_id, "--json").stdout)
@@ -45,7 +49,37 @@ def test_a_tiny_sweep_runs_as_ordinary_jobs_and_reports_the_fit(jobs, tmp_path):
     text = jobs.larsctl("sweep", "report", sweep_id).stdout
     assert "McCandlish" in text and "Zhang" in text
 
-    noise = json.loads(jobs.larsctl("noise", rows[0]["id"], "--json").stdout)
-    assert noise["summary"]["recommended"] > 0
-    shown = jobs.larsctl("noise", rows[0]["id"], "--cluster", "local").stdout
-    assert "recommended" in shown.lower() and "Plan for the recommended batch" in shown
+
+
+def test_a_batch_whose_best_lr_is_at_an_edge_grows_its_grid_beyond_it(jobs, larsctl_dirs):
+    args = ["sweep", "--cluster", "local", "--recipe", str(REPO / "jobs" / "digits-sweep.yaml"),
+            "--batches", "64", "--optimizers", "sgd", "--lr-rule", "linear", "--lr-factors", "1,4", "--seeds", "1",
+            "--target", "val/accuracy>=0.6", "--eval-examples", "64", "--max-steps", "300", "--lr-extend", "1"]
+    sweep_id = jobs.larsctl(*args).stdout.strip()
+    first = _wait_all(jobs, sweep_id, 2)
+    (batch,) = first["optimizers"][0]["batches"]
+    lrs = sorted(c["lr"] for c in batch["cells"])
+    assert batch["edge"] in ("low", "high")  # two LRs: the best is at one edge or neither reached
+    text = jobs.larsctl("sweep", "report", sweep_id).stdout
+    assert f"({batch['edge']} edge)" in text and "`larsctl sweep resume SWEEP` grows their grids" in text
+
+    r = jobs.larsctl("sweep", "resume", sweep_id)
+    assert r.stdout.strip() == sweep_id and f"{sweep_id}: added 1 points beyond the edge" in r.stderr
+    beyond = lrs[0] / 4 if batch["edge"] == "low" else lrs[-1] * 4  # the grid's own factor there
+    points = json.loads((larsctl_dirs["home"] / "runs" / "sweeps" / sweep_id / "sweep.json").read_text())["points"]
+    assert sorted(p["lr"] for p in points) == pytest.approx(sorted([*lrs, beyond]))
+    second = _wait_all(jobs, sweep_id, 3)
+    (batch,) = second["optimizers"][0]["batches"]
+    assert sorted(c["lr"] for c in batch["cells"]) == pytest.approx(sorted([*lrs, beyond]))
+    # --lr-extend 1: nothing more beyond that side, whatever the new point gave.
+    r = jobs.larsctl("sweep", "resume", sweep_id)
+    assert "added" not in r.stderr
+    assert len(json.loads(jobs.larsctl("jobs", "--sweep", sweep_id, "--json").stdout)) == 3
+
+
+def _wait_all(jobs, sweep_id: str, count: int) -> dict:
+    rows = json.loads(jobs.larsctl("jobs", "--sweep", sweep_id, "--json").stdout)
+    assert len(rows) == count
+    for row in rows:
+        jobs.wait_for(row["id"], lambda r: r["state"] == "COMPLETED", timeout=300, what="COMPLETED")
+    return json.loads(jobs.larsctl("sweep", "report", sweep_id, "--json").stdout)

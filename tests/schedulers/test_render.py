@@ -140,3 +140,35 @@ def test_injected_name_path_and_env_do_not_run(support, tmp_path, scheduler):
     notes = support.rank_notes(d)
     assert sorted(notes) == ["rank0", "rank1"], log[-3000:]
     assert notes["rank0"][-1] == "done"
+
+
+# -- a sweep's job array ---------------------------------------------------------------------
+ARRAY_CASES = ["shipped:slurm-v100", "shipped:pbs-v100"]
+
+
+@pytest.mark.parametrize("case", ARRAY_CASES)
+def test_job_array_scripts_match_golden_files(support, case):
+    """The array's own script (directives, then the dispatch to the task's job script) and a task's
+    job script, for 12 tasks at most 3 at once."""
+    from larsctl.facts.sweepdir import SweepPaths
+
+    profile = _load(support, case)
+    scheduler = get_scheduler(str(profile.scheduler))
+    spec = support.big_spec(profile)
+    sweep = SweepPaths.of(Path("/scratch/runs"), "sweep-demo-20260101-000000-ab12")
+    array = scheduler.dryrun_array(spec, sweep, 0, name=sweep.sweep_id, count=12, max_concurrent=3)
+    task = scheduler.dryrun_task(spec, Path("/scratch/runs/20260101-000000-demo"), job_id=support.JOB_ID,
+                                 max_restarts=2)
+    ext = "sbatch" if profile.scheduler == "slurm" else "pbs"
+    for text, golden in ((array.script, support.GOLDEN / f"{case.replace(':', '-')}-array.{ext}"),
+                         (task.script, support.GOLDEN / f"{case.replace(':', '-')}-array-task.{ext}")):
+        if os.environ.get("LARSCTL_UPDATE_GOLDEN"):
+            golden.write_text(text)
+        assert text == golden.read_text(), f"{golden} differs (LARSCTL_UPDATE_GOLDEN=1 regenerates)"
+        assert support.shellcheck(text) == ""
+    assert array.script_path == sweep.root / f"array-0.{ext}"
+    if profile.scheduler == "slurm":
+        assert "#SBATCH --array=0-11%3" in array.script
+        assert 'restart_record' not in task.script and '"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"' in task.script
+    else:
+        assert "#PBS -J 0-11" in array.script and "#PBS -W max_run_subjobs=3" in array.script

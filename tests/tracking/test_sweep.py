@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from larsctl.jobs.sweeps import SweepDefinition, plan_sweep
+from larsctl.jobs.sweep_grid import SweepDefinition
+from larsctl.jobs.sweeps import plan
 from tests.tracking.helpers import QUIET
 from trainer.tracking import TrackingSettings
 from trainer.tracking.state import RunInfo
@@ -24,10 +25,10 @@ def definition(tracking: dict | None) -> SweepDefinition:
 
 def test_every_point_gets_the_sweeps_tracker_with_absolute_paths(larsctl_dirs, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
-    planned = plan_sweep(definition({"backend": "mlflow", "uri": "~/mlruns"}), "sweep-1")
-    assert [spec.tracking for _, spec in planned] == [
+    planned = plan(definition({"backend": "mlflow", "uri": "~/mlruns"}))
+    assert [p.spec.tracking for p in planned] == [
         TrackingSettings(backend="mlflow", uri=str(tmp_path / "mlruns"))] * 2
-    assert all(spec.tracking is None for _, spec in plan_sweep(definition(None), "sweep-1"))  # the recipe has none
+    assert all(p.spec.tracking is None for p in plan(definition(None)))  # the recipe has none
     # A definition stored before --track existed reads as "the recipe's".
     stored = definition(None).to_dict()
     del stored["tracking"]
