@@ -171,7 +171,7 @@ def resume(sweep_id, wait, poll):
     while True:
         done, added = sweep_submit.resume(sweep_id, warn=warn)
         if added:
-            click.echo(f"{sweep_id}: added {added} points beyond the edge of an LR grid", err=True)
+            click.echo(f"{sweep_id}: added {added} point{'s' * (added != 1)} beyond the edge of an LR grid", err=True)
         if not wait or (not added and not sweep_submit.running(sweep_id, warn=warn)):
             break
         while sweep_submit.running(sweep_id, warn=warn):

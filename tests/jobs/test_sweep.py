@@ -63,18 +63,17 @@ def test_a_batch_whose_best_lr_is_at_an_edge_grows_its_grid_beyond_it(jobs, lars
     text = jobs.larsctl("sweep", "report", sweep_id).stdout
     assert f"({batch['edge']} edge)" in text and "`larsctl sweep resume SWEEP` grows their grids" in text
 
-    r = jobs.larsctl("sweep", "resume", sweep_id)
-    assert r.stdout.strip() == sweep_id and f"{sweep_id}: added 1 points beyond the edge" in r.stderr
+    # --wait: grow, wait for the new point, look again; --lr-extend 1 caps it at one step beyond.
+    r = jobs.larsctl("sweep", "resume", sweep_id, "--wait", "--poll", "2", timeout=600)
+    assert r.stdout.strip() == sweep_id
+    assert r.stderr.count(f"{sweep_id}: added 1 point beyond the edge") == 1, r.stderr
     beyond = lrs[0] / 4 if batch["edge"] == "low" else lrs[-1] * 4  # the grid's own factor there
     points = json.loads((larsctl_dirs["home"] / "runs" / "sweeps" / sweep_id / "sweep.json").read_text())["points"]
     assert sorted(p["lr"] for p in points) == pytest.approx(sorted([*lrs, beyond]))
-    second = _wait_all(jobs, sweep_id, 3)
+    second = _wait_all(jobs, sweep_id, 3)  # --wait returned once they had ended
     (batch,) = second["optimizers"][0]["batches"]
     assert sorted(c["lr"] for c in batch["cells"]) == pytest.approx(sorted([*lrs, beyond]))
-    # --lr-extend 1: nothing more beyond that side, whatever the new point gave.
-    r = jobs.larsctl("sweep", "resume", sweep_id)
-    assert "added" not in r.stderr
-    assert len(json.loads(jobs.larsctl("jobs", "--sweep", sweep_id, "--json").stdout)) == 3
+    assert "added" not in jobs.larsctl("sweep", "resume", sweep_id).stderr
 
 
 def _wait_all(jobs, sweep_id: str, count: int) -> dict:

@@ -44,12 +44,20 @@ def test_a_sweep_is_one_job_array_and_its_preempted_task_resumes(slurm_cluster, 
     task = tasks[0][0]
     slurm_cluster.run("scancel", "--signal=USR2", "--batch", task)
 
-    def released(row):
-        if row["state"] == "PENDING" and row["restarts"] > 0:
-            slurm_cluster.release_requeued(task)
-        return row["state"] == "COMPLETED"
-
-    done = jobs.wait_for(first, released, timeout=300, what="task 0 COMPLETED after its requeue")
+    jobs.wait_for(first, lambda row: row["state"] == "PENDING" and row["restarts"] > 0, timeout=300,
+                  what="task 0 requeued")
+    # While it waits, the controller away: the report says so (not swallowed) and goes on from the
+    # last known states.
+    slurm_cluster.stop_controller()
+    try:
+        r = jobs.larsctl("sweep", "report", sweep_id, "--json", timeout=180)
+    finally:
+        slurm_cluster.start_controller()
+    assert "scheduler not answering since" in r.stderr and "showing the last known state" in r.stderr, r.stderr
+    assert sorted(b["effective_batch"] for b in json.loads(r.stdout)["optimizers"][0]["batches"]) == [16, 32]
+    slurm_cluster.release_requeued(task)
+    done = jobs.wait_for(first, lambda row: row["state"] == "COMPLETED", timeout=300,
+                         what="task 0 COMPLETED after its requeue")
     other = jobs.wait_for(second, lambda row: row["state"] == "COMPLETED", timeout=300, what="task 1 COMPLETED")
     assert done["restarts"] == 1 and other["restarts"] == 0  # the requeue took that task only
     assert done["scheduler_ids"] == [task]  # a requeued array task keeps its id
@@ -62,3 +70,4 @@ def test_a_sweep_is_one_job_array_and_its_preempted_task_resumes(slurm_cluster, 
     assert shown[0].split()[:3] == ["POINT", "TASK", "JOB"]
     assert [line.split()[:3] for line in shown[1:]] == [["b16-sgd-lr0.05-s1", tasks[0][0], first],
                                                          ["b32-sgd-lr0.05-s1", tasks[1][0], second]]
+
