@@ -271,6 +271,7 @@ def resolve_job(profile: ClusterProfile | str, recipe: Recipe | str | Path | Non
         tracking = _tracking(recipe.tracking if recipe is not None else None)
     except TrackingError as exc:
         raise PlanError(str(exc)) from None
-    return JobSpec(name=name, profile=profile, recipe=recipe_path, plan=plan, trainer=options, faults=settings,
-                   tracking=tracking)
+    # The recipe as an absolute path: job.yaml is read later from anywhere (noise, report, resume).
+    return JobSpec(name=name, profile=profile, recipe=recipe_path.resolve() if recipe_path is not None else None,
+                   plan=plan, trainer=options, faults=settings, tracking=tracking)
 

@@ -129,3 +129,10 @@ def test_flags_override_the_recipe():
     assert spec.trainer["amp"] == "fp16" and spec.trainer["fp16_allreduce"] is True
     with pytest.raises(TypeError, match="unknown flags: momentum"):
         resolve_job("local", target_batch=256, momentum=0.9)
+
+
+def test_a_job_records_its_recipe_as_an_absolute_path(larsctl_dirs, monkeypatch):
+    """job.yaml is read later from anywhere (noise, report, resume): a relative path would point elsewhere."""
+    monkeypatch.chdir(REPO)
+    spec = resolve_job("local", "jobs/demo.yaml")
+    assert spec.to_dict()["job"]["recipe"] == str(Path.cwd() / "jobs" / "demo.yaml")
