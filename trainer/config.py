@@ -106,6 +106,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("no_noise_scale", bool, False, "Do not measure the gradient noise scale B_simple (measured by "
            "default from the micro-batch and allreduced gradient norms, at no extra communication; logged "
            "as noise_scale and gns_* in metrics.jsonl; needs 2+ ranks or --batches-per-allreduce 2+)."),
+    Option("noise_scale_every", int, 8, "Measure the gradient noise scale on every Nth optimizer step only "
+           "(its averages keep about 100 steps of memory whatever N; 8 keeps its cost under 1 percent of a 32 px "
+           "ResNet-18 CPU step, bench/RESULTS.md; 1: every step, the least noisy estimate).", minimum=1),
     Option("eval_every_steps", int, None, "Also validate every N optimizer steps (always at each epoch end): "
            "steps-to-target with the resolution a batch-size sweep needs.", minimum=1),
     Option("stop_at_val_accuracy", float, None, "End the run (done, exit 0) after the first validation whose "
@@ -162,6 +165,7 @@ class TrainConfig:
     norm: str
     deterministic: bool
     no_noise_scale: bool
+    noise_scale_every: int
     eval_every_steps: int | None
     stop_at_val_accuracy: float | None
 

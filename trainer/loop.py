@@ -48,8 +48,10 @@ def _logits(out) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def train_step(ctx: StepContext, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """One optimizer step over len(micro_batches) = k micro-batches.
+def train_step(ctx: StepContext, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+               step: int | None = None) -> torch.Tensor:
+    """One optimizer step over len(micro_batches) = k micro-batches; ``step``: its number (0-based),
+    which tells the noise scale estimator whether to measure it (None: measure).
 
     Returns a device tensor [sum of per-sample loss, correct top-1, samples].
     """
@@ -57,7 +59,7 @@ def train_step(ctx: StepContext, micro_batches: Sequence[tuple[torch.Tensor, tor
     stats = torch.zeros(3, device=ctx.device)
     ctx.model.train()
     if ctx.gns is not None:
-        ctx.gns.begin_step(ctx.scaler)
+        ctx.gns.begin_step(ctx.scaler, step)
     for i, (images, labels) in enumerate(micro_batches):
         images, labels = ctx.to_device(images, labels)
         with ctx.engine.accumulate(ctx.model, last=i == k - 1):

@@ -9,30 +9,43 @@ metrics.jsonl gets one JSON object per line, appended and flushed line by line:
    and, when the gradient noise scale is measured (trainer/gns.py; off with
    --no-noise-scale, and not measurable with one rank and k = 1):
    "gns_small_sq", "gns_big_sq", "gns_steps", "gns_b_small", "gns_b_big", "gns_data_size",
-   "gns_grad_sq", "gns_trace_sigma", "noise_scale"}
+   "gns_grad_sq", "gns_trace_sigma", "noise_scale", "gns_precond_small_sq", "gns_precond_big_sq",
+   "gns_precond_grad_sq", "gns_precond_trace_sigma", "noise_scale_lars"} (trainer.gns.FIELDS)
   {"kind": "val", "time", "epoch", "step", "loss", "accuracy", "top5"}
   {"kind": "event", "time", "event": start|resume|checkpoint|preempted|cancelled|diverged|done,
    "step", "epoch", optional "path", "message", and for resume "skipped" (newer checkpoints
    that did not verify: [[path, why], ...]) and "shape" (ranks, per-rank batch, k)}
   The gns fields of a record cover the logging window that ends at its step (the
-  log_every_steps steps since the previous train record):
+  log_every_steps steps since the previous train record; only every noise_scale_every-th
+  step is measured):
     gns_small_sq     mean |G_s|^2 of the small batches (one micro-batch of one rank),
                      over ranks, micro-batches and the window's valid steps
     gns_big_sq       mean |G_b|^2 of the reduced gradient over the window's valid steps
-    gns_steps        valid steps in the window (inf/NaN steps are skipped); the two means
+    gns_steps        valid measured steps in the window (inf/NaN steps are skipped); the means
                      are null when it is 0; weight windows by it to pool them
     gns_b_small      B_s = batch_size;  gns_b_big  B_b = batch_size x ranks x k
     gns_data_size    training samples N of the without-replacement correction (null: none)
-    gns_grad_sq      |G|^2 from the bias-corrected EMAs (per step, decay trainer.gns.EMA_DECAY)
+    gns_grad_sq      |G|^2 from the bias-corrected EMAs (decay trainer.gns.EMA_DECAY per optimizer
+                     step: EMA_DECAY**noise_scale_every per measured step)
     gns_trace_sigma  tr(Sigma) likewise
     noise_scale      B_simple = gns_trace_sigma / gns_grad_sq (null while gns_grad_sq <= 0)
+  and the same with the LARS preconditioner P (each parameter tensor's gradient times the
+  trust ratio the Lars step applies to it, from the reduced gradient; docs/lars-noise-scale.md),
+  null unless the optimizer is LARS (base_op lars):
+    gns_precond_small_sq     mean |P G_s|^2, like gns_small_sq
+    gns_precond_big_sq       mean |P G_b|^2, like gns_big_sq
+    gns_precond_grad_sq      |P G|^2 from the EMAs
+    gns_precond_trace_sigma  tr(P Sigma P) from the EMAs
+    noise_scale_lars         B_simple of the LARS update = tr(P Sigma P) / |P G|^2 (null while
+                             gns_precond_grad_sq <= 0)
   Norms are of the loss gradient: before clipping, weight decay and with the AMP loss
-  scale removed.  With log_every_steps 1 the window values are per step.
+  scale removed.  With log_every_steps 1 (and noise_scale_every 1) the window values are
+  per step.
   trainer.gns.read_train_records() extracts these fields and trainer.gns.pooled() turns the
   windows of several records into one estimate.  The EMAs continue across a resume (they
   are checkpointed).
 TensorBoard tags: train/loss, train/accuracy, train/lr, train/images_per_sec,
-train/noise_scale (when measured and defined), val/loss, val/accuracy, val/top5, with the
+train/noise_scale and train/noise_scale_lars (when measured and defined), val/loss, val/accuracy, val/top5, with the
 optimizer step as global step.
 Other ranks get a MetricsLogger with enabled=False, which writes nothing.
 With a tracker (trainer/tracking: rank 0 of a job whose job.yaml has a tracking: section), every
@@ -97,8 +110,9 @@ class MetricsLogger:
         self._line(record)
         for tag, value in (("loss", loss), ("accuracy", accuracy), ("lr", lr), ("images_per_sec", images_per_sec)):
             self._writer.add_scalar(f"train/{tag}", value, step)
-        if gns is not None and gns.get("noise_scale") is not None:
-            self._writer.add_scalar("train/noise_scale", gns["noise_scale"], step)
+        for tag in ("noise_scale", "noise_scale_lars"):
+            if gns is not None and gns.get(tag) is not None:
+                self._writer.add_scalar(f"train/{tag}", gns[tag], step)
 
     def val(self, *, epoch: float, step: int, loss: float, accuracy: float, top5: float) -> None:
         if not self.enabled:

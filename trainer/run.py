@@ -79,7 +79,7 @@ def reseed(seed: int, rank: int, step: int) -> None:
 def step_once(ctx: StepContext, scheduler, micro_batches, seed: int, rank: int, global_step: int) -> torch.Tensor:
     """What the loop does per optimizer step (bench/bench_trainer.py times exactly this)."""
     reseed(seed, rank, global_step)
-    stats = train_step(ctx, micro_batches)
+    stats = train_step(ctx, micro_batches, global_step)
     scheduler.step()
     return stats
 
@@ -257,10 +257,11 @@ class Run:
         if not cfg.no_noise_scale and measurable(engine.world_size, k):
             # The gradient noise scale: small = one micro-batch of one rank, big = the
             # reduced gradient; finite-data correction with the training samples (not for
-            # synthetic data, one repeated batch per rank).
+            # synthetic data, one repeated batch per rank); with Lars also the LARS noise scale.
             self.gns = GradientNoiseScale(model, batch_size=cfg.batch_size, ranks=engine.world_size, micro=k,
                                           data_size=None if data_kind(cfg) == "synthetic"
-                                          else self.loaders.train_samples, device=engine.device)
+                                          else self.loaders.train_samples, device=engine.device,
+                                          every=cfg.noise_scale_every, optimizer=optimizer)
         self.ctx = StepContext(wrapped, optimizer, engine,
                                torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), engine.device,
                                self.scaler, AMP_DTYPES[cfg.amp], cfg.channels_last, self.gns)

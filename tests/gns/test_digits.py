@@ -50,7 +50,7 @@ SEED, SIZE, B, K, RANKS, EPOCHS = 42, 16, 64, 2, 2, 12
 COMMON = ["--dataset", "digits", "--model", "smallcnn", "--norm", "group", "--image-size", str(SIZE),
           "--workers", "0", "--no-cuda", "--deterministic", "--seed", str(SEED), "--batch-size", str(B),
           "--batches-per-allreduce", str(K), "--val-batch-size", "512", "--label-smoothing", "0",
-          "--log-every-steps", "1"]
+          "--log-every-steps", "1", "--noise-scale-every", "1"]
 FROZEN = ["--base-op", "sgd", "--momentum", "0", "--wd", "0", "--base-lr", "1e-20", "--warmup-epochs", "0"]
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.gns import (EMA_DECAY, FIELDS, Accumulator, estimates, pooled, read_train_records,
+from trainer.gns import (BLOCK, EMA_DECAY, FIELDS, STATE_SIZE, Accumulator, estimates, pooled, read_train_records,
                          simple_noise_scale, summarize)
 
 D = 256
@@ -122,7 +122,7 @@ def test_bias_correction_and_skipped_steps():
     acc = Accumulator("cpu", 0.99)
     acc.add(torch.tensor(float("inf")), torch.tensor(1.0))  # an overflowed step: skipped
     acc.add(torch.tensor(3.0), torch.tensor(float("nan")))
-    assert torch.equal(acc.state, torch.zeros(6))
+    assert torch.equal(acc.state, torch.zeros(STATE_SIZE))
     acc.add(torch.tensor(6.0), torch.tensor(1.5))  # small_sum over 2 micro-batches: mean 3.0
     out = summarize(acc.state.tolist(), ranks=1, micro=2, b_small=4, b_big=8, data_size=None)
     # one valid step: the bias-corrected EMAs are that step's values exactly (not 1% of them)
@@ -196,8 +196,8 @@ def test_records_read_back_and_pool():
     """metrics.jsonl train records -> per-step rows -> one pooled estimate (gns_steps-weighted)."""
     def record(step, small, big, steps):
         return {"kind": "train", "step": step, "epoch": step / 10, "loss": 1.0,
-                **summarize([small * 2 * steps, big * steps, steps, 0, 0, 0], ranks=1, micro=2, b_small=4, b_big=8,
-                            data_size=None)}
+                **summarize([small * 2 * steps, big * steps, steps, 0, 0, 0] + [0] * BLOCK, ranks=1, micro=2,
+                            b_small=4, b_big=8, data_size=None)}
     recs = [record(1, 3.0, 1.5, 1), {"kind": "val", "step": 1}, record(3, 2.0, 1.2, 2), record(4, 0, 0, 0)]
     rows = read_train_records(recs)
     assert [r["step"] for r in rows] == [1, 3, 4] and set(rows[0]) == {"step", "epoch", *FIELDS}
@@ -206,7 +206,8 @@ def test_records_read_back_and_pool():
     small, big = (3.0 + 2 * 2.0) / 3, (1.5 + 2 * 1.2) / 3
     g2, tr = estimates(small, big, 4, 8)
     assert out == {"steps": 3, "grad_sq": pytest.approx(g2), "trace_sigma": pytest.approx(tr),
-                   "noise_scale": pytest.approx(tr / g2)}
+                   "noise_scale": pytest.approx(tr / g2), "precond_grad_sq": None, "precond_trace_sigma": None,
+                   "noise_scale_lars": None}  # not a LARS run
     assert pooled(rows[2:]) is None
     with pytest.raises(ValueError, match="different batch"):
         pooled([rows[0], {**rows[1], "gns_b_big": 16}])

@@ -41,12 +41,23 @@ from torch.optim.optimizer import Optimizer, ParamsT, required
 from ._common import (CheckedOptimizer, buckets, check_dense, check_flag, check_hyperparameter, compute_dtype,
                       foreach_norms, norm, trust_ratio, use_foreach)
 
-__all__ = ["Lars", "lars", "MODES"]
+__all__ = ["Lars", "lars", "MODES", "group_trust_ratios"]
 
 MODES = ("nus", "tf")
 # nus mode constants from the reference implementation.
 NUS_GRAD_CLIP = 10.0
 NUS_MAX_TRUST = 50.0
+
+
+def group_trust_ratios(group: dict, w_norms: Tensor, g_norms: Tensor) -> Tensor:
+    """The trust ratios a step of this param group applies, elementwise over the norms of
+    its parameters (``w_norms``) and of their gradients (``g_norms``); 1 where the group has
+    ``lars=False``.  The same formula as the step's (tests/gns/test_lars_noise.py checks them
+    against the updates); trainer.gns weights the LARS noise scale with them."""
+    if not group["lars"]:
+        return torch.ones_like(g_norms)
+    return trust_ratio(w_norms, g_norms, coeff=group["eeta"], weight_decay=group["weight_decay"],
+                       epsilon=group["epsilon"], max_ratio=NUS_MAX_TRUST if group["mode"] == "nus" else None)
 
 
 def check_lars_group(group: dict) -> None:
