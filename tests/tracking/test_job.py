@@ -109,7 +109,8 @@ def test_a_job_preempted_twice_and_resumed_on_two_workers_is_one_mlflow_run_with
 
 
 def test_a_preempted_job_is_one_wandb_offline_run_with_every_step_once(jobs, ddp_profile, larsctl_dirs):
-    job_id = jobs.larsctl("submit", "--cluster", ddp_profile, *jobs.SHORT, *SMALL, "--gpus", "1", "--max-steps", "8",
+    # 24 steps: the USR2 sent after step 3 must land before the run ends (with 8 it once did not).
+    job_id = jobs.larsctl("submit", "--cluster", ddp_profile, *jobs.SHORT, *SMALL, "--gpus", "1", "--max-steps", "24",
                           "--track", "wandb:offline").stdout.strip()
     job_dir = larsctl_dirs["home"] / "runs" / job_id
     preempt(jobs, job_dir, 0, 2)
@@ -122,7 +123,7 @@ def test_a_preempted_job_is_one_wandb_offline_run_with_every_step_once(jobs, ddp
     records = wandb_records(job_dir / "tracking", info.run_id)
     assert len({directory for directory, _, _ in records}) == 2  # one offline directory per segment
     rows = wandb_history(records)
-    assert [row["_step"] for row in rows] == list(range(1, 9))  # every step once, in order
+    assert [row["_step"] for row in rows] == list(range(1, 25))  # every step once, in order
     losses = first_values(job_dir / "metrics.jsonl", "train", "loss")
     assert {row["_step"]: row["train/loss"] for row in rows} == pytest.approx(losses)
     assert rows[-1]["val/accuracy"] == pytest.approx(done["progress"]["val_accuracy"])
@@ -133,4 +134,4 @@ def test_a_preempted_job_is_one_wandb_offline_run_with_every_step_once(jobs, ddp
     configs = [{i.key: json.loads(i.value_json) for i in run.config.update if i.key != "_wandb"} for run in runs]
     assert configs[0] == configs[1]
     assert (configs[0]["effective_batch"], configs[0]["split"], configs[0]["cluster"]) == (16, "1x1x8x2", ddp_profile)
-    assert read_sent(job_dir) == (8, 1)
+    assert read_sent(job_dir) == (24, 1)
