@@ -72,7 +72,10 @@ def test_ctrl_c_stops_every_probe_at_once(doctor, tmp_path):
         (tmp_path / "data" / split / "cat").mkdir(parents=True)
     recipe = tmp_path / "folder.yaml"
     recipe.write_text(RECIPE.format(train=tmp_path / "data" / "train", val=tmp_path / "data" / "val"))
-    proc = doctor.start("--cluster", cluster, "--recipe", str(recipe), start_new_session=True)
+    # As from a terminal: SIGINT at its default even when the tests run where it is ignored (a
+    # background job of a non-interactive shell, `nohup`: Python keeps an inherited SIG_IGN).
+    proc = doctor.start("--cluster", cluster, "--recipe", str(recipe), start_new_session=True,
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started = wait_for_lines(pids, 2)
     interrupted = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
