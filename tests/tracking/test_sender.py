@@ -181,6 +181,11 @@ def test_a_server_that_never_answers_does_not_hold_the_segment_up(tmp_path, capf
         started = time.monotonic()
         segment.tracker.close(timeout=3)
         assert time.monotonic() - started < 5
+    # The server went away: the thread's request fails and the thread ends, saying so, within the
+    # backend's request timeout (it must not outlive the test and print into a later one).
+    segment.tracker._thread.join(30)
+    assert not segment.tracker._thread.is_alive()
     err = capfd.readouterr().err
+    assert "failed:" in err and "the metrics wait and are sent when it answers again" in err
     assert "still busy after 3 s; the values it does not have yet go with the next segment" in err
     assert read_sent(job) is None and RunInfo.read(job).run_id is None
