@@ -30,6 +30,16 @@ grid, plain B_simple for both) missed it for LARS (5.43) and passed for SGD (1.5
 
     .venv/bin/python bench/bench_noise_study.py                       # submit, grow, wait, report
     .venv/bin/python bench/bench_noise_study.py --report SWEEP_ID     # report a finished sweep
+
+The raw data goes with the figures: --archive writes each job's job.yaml, job.json and
+metrics.jsonl and the sweep's sweep.json (no checkpoints) to one .tar.xz.  To recompute the
+report from it elsewhere (the paths in it are relative to the workdir; larsctl re-reads them
+from where they are unpacked):
+
+    mkdir -p /tmp/study && tar -xJf bench/noise-study-data.tar.xz -C /tmp/study
+    export LARSCTL_HOME=/tmp/study-home
+    .venv/bin/python -m larsctl jobs --rebuild /tmp/study/sweeps/SWEEP_ID
+    .venv/bin/python bench/bench_noise_study.py --report SWEEP_ID --out /tmp/study.png
 """
 from __future__ import annotations
 
@@ -38,6 +48,7 @@ import datetime
 import json
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -57,10 +68,27 @@ def larsctl(*args: str) -> str:
     return subprocess.run([*LARSCTL, *args], check=True, capture_output=True, text=True, cwd=REPO).stdout
 
 
+def archive(sweep_id: str, dest: Path) -> None:
+    """The sweep's raw data as one .tar.xz, paths relative to the workdir (written, then renamed)."""
+    rows = json.loads(larsctl("jobs", "--sweep", sweep_id, "--json"))
+    dirs = [Path(r["job_dir"]) for r in rows]
+    workdir = dirs[0].parent
+    files = [workdir / "sweeps" / sweep_id / "sweep.json"]
+    files += [d / name for d in dirs for name in ("job.yaml", "job.json", "metrics.jsonl") if (d / name).is_file()]
+    partial = dest.with_name(dest.name + ".partial")
+    with tarfile.open(partial, "w:xz") as tar:
+        for path in files:
+            tar.add(path, arcname=str(path.relative_to(workdir)))
+    partial.replace(dest)
+    print(f"wrote {dest} ({len(rows)} jobs, {dest.stat().st_size / 1e6:.1f} MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", metavar="SWEEP", help="Report this sweep instead of submitting a new one.")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "noise-study.png", help="The figure.")
+    parser.add_argument("--archive", type=Path, metavar="TAR_XZ",
+                        help="Also write the sweep's raw data (job.yaml, job.json, metrics.jsonl, sweep.json).")
     args = parser.parse_args()
     print(f"date: {datetime.date.today()}\nmachine: {describe_machine()}")
     start = time.monotonic()
@@ -75,6 +103,8 @@ def main() -> None:
         print(f"all {len(rows)} jobs finished in {time.monotonic() - start:.0f} s; failed: "
               f"{[r['id'] for r in rows if r['state'] != 'COMPLETED']}")
     print(larsctl("sweep", "report", sweep_id, "--out", str(args.out)))
+    if args.archive:
+        archive(sweep_id, args.archive)
     report = json.loads(larsctl("sweep", "report", sweep_id, "--json"))
     verdicts = []
     for opt in report["optimizers"]:
