@@ -47,10 +47,12 @@ def measure(registry: Registry, sweep_id: str, warn: Warn) -> SweepResult:
             raise UserError(f"sweep {sweep_id}: {row.warnings[0]}; bring it back (then `larsctl jobs --rebuild "
                             f"{row.record.job_dir}`) to report the sweep")
     runs = [_run(row) for row in rows]
-    predicted = {opt: scaling.predicted_b_noise(runs, opt) for opt in definition.optimizers}
+    predicted = {opt: scaling.noise_prediction(runs, opt) for opt in definition.optimizers}
+    predicted = {opt: pair for opt, pair in predicted.items() if pair[0] is not None}
     try:
         result = scaling.analyse(runs, definition.target,
-                                 predicted_b_noise={k: v for k, v in predicted.items() if v is not None})
+                                 predicted_b_noise={opt: value for opt, (value, _) in predicted.items()},
+                                 predicted_estimator={opt: name for opt, (_, name) in predicted.items()})
     except ValueError as exc:
         raise UserError(f"sweep {sweep_id}: {exc}") from None
     # analyse keeps the runs in order: row i is run i.

@@ -43,6 +43,9 @@ SGD_FIELD = "noise_scale"  # B_simple of the loss gradient (trainer/gns.py)
 LARS_FIELD = "noise_scale_lars"  # preconditioned by the per-layer trust ratio
 TRUST_RATIO_OPTIMIZERS = ("lars", "lamb")  # base_op values whose update a trust ratio scales
 ESTIMATORS = {"lars-preconditioned": LARS_FIELD, "sgd": SGD_FIELD}
+# What each estimator is, in a report's words (larsctl.results.scaling_text).
+ESTIMATOR_TEXT = {"lars-preconditioned": "the trust-ratio-preconditioned noise scale of docs/lars-noise-scale.md",
+                  "sgd": "B_simple"}
 TRADEOFF_MULTIPLES = (0.5, 1.0, 2.0)  # the batches render() is usually given, x recommended
 QUARTER_NAMES = ("1st quarter", "2nd quarter", "3rd quarter", "4th quarter")
 
@@ -425,7 +428,7 @@ def to_dict(summary: NoiseSummary, tradeoffs: Sequence[Tradeoff], points: bool =
             "limits": LIMITS}
 
 
-__all__ = ["EARLY_POINTS", "ESTIMATORS", "LARS_FIELD", "LIMITS", "SGD_FIELD", "TRADEOFF_MULTIPLES",
+__all__ = ["EARLY_POINTS", "ESTIMATORS", "ESTIMATOR_TEXT", "LARS_FIELD", "LIMITS", "SGD_FIELD", "TRADEOFF_MULTIPLES",
            "TRUST_RATIO_OPTIMIZERS", "Estimator", "NoisePoint", "NoiseSummary", "Tradeoff", "around",
            "check_measured", "choose_estimator", "min_measured_steps", "noise_summary", "render",
            "steps_to_target", "to_dict", "tradeoff"]

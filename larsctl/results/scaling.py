@@ -43,6 +43,7 @@ class OptimizerScaling:
     zhang_measured: float | None  # from the best-LR medians (None: see zhang_note)
     zhang_note: str
     predicted_b_noise: float | None  # given to analyse()
+    predicted_estimator: str | None  # which noise scale it is (noise.ESTIMATORS names), given to analyse()
     b_crit_over_predicted: float | None  # fitted B_crit / predicted B_noise
 
 
@@ -83,12 +84,14 @@ class ScalingReport:
 
 def analyse(runs: Iterable[SweepRun], target: Target | str, *,
             predicted_b_noise: float | Mapping[str, float] | None = None,
+            predicted_estimator: str | Mapping[str, str] | None = None,
             n_boot: int = BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> ScalingReport:
     """Steps to ``target`` per run, the best-LR medians per (optimizer, batch), the fit with its
     bootstrap interval, the regimes and both critical-batch definitions, per optimizer.
 
     ``predicted_b_noise``: the noise scale's prediction (one number, or one per optimizer),
-    compared as measured with the fitted B_crit.  ``n_boot`` resamples with
+    compared as measured with the fitted B_crit; ``predicted_estimator``: which noise scale that
+    is (the names of noise.ESTIMATORS, as ``noise_prediction`` gives them).  ``n_boot`` resamples with
     ``numpy.random.default_rng(seed)``: the same inputs give the same report.
     """
     if isinstance(target, str):
@@ -98,13 +101,14 @@ def analyse(runs: Iterable[SweepRun], target: Target | str, *,
     results = measure(list(runs), target)
     if not results:
         raise ValueError("runs: the sweep has no runs")
-    optimizers = tuple(_optimizer_scaling(name, batches, target, predicted_b_noise, n_boot, seed)
+    optimizers = tuple(_optimizer_scaling(name, batches, target, predicted_b_noise, predicted_estimator,
+                                          n_boot, seed)
                        for name, batches in batch_results(results).items())
     return ScalingReport(target, optimizers, tuple(results), n_boot, seed)
 
 
 def _optimizer_scaling(name: str, batches: Sequence[BatchResult], target: Target,
-                       predicted_b_noise, n_boot: int, seed: int) -> OptimizerScaling:
+                       predicted_b_noise, predicted_estimator, n_boot: int, seed: int) -> OptimizerScaling:
     reached = [b for b in batches if b.best is not None]
     fit, reason, regimes = None, None, ()
     if len(reached) >= MIN_FIT_BATCHES:
@@ -121,6 +125,7 @@ def _optimizer_scaling(name: str, batches: Sequence[BatchResult], target: Target
         optimizer=name, batches=tuple(batches), fit=fit, no_fit_reason=reason, regimes=regimes,
         zhang_model=fit.zhang_b if fit else None, zhang_measured=zhang, zhang_note=note,
         predicted_b_noise=predicted,
+        predicted_estimator=_per_optimizer(predicted_estimator, name) if predicted else None,
         b_crit_over_predicted=fit.b_crit / predicted if fit and predicted else None)
 
 
@@ -130,30 +135,42 @@ def _regime(batch: BatchResult, fit: Fit) -> Regime:
                   1.0 + b / fit.b_crit, 1.0 + fit.b_crit / b)
 
 
+def _per_optimizer(value, optimizer: str):
+    """``value`` itself, or its entry for ``optimizer`` when it is a mapping by optimizer name."""
+    if isinstance(value, Mapping):
+        return {str(k).upper(): v for k, v in value.items()}.get(optimizer)
+    return value
+
+
 def _prediction(predicted_b_noise, optimizer: str) -> float | None:
-    if predicted_b_noise is None:
-        return None
-    if isinstance(predicted_b_noise, Mapping):
-        value = {str(k).upper(): v for k, v in predicted_b_noise.items()}.get(optimizer)
-    else:
-        value = predicted_b_noise
+    value = _per_optimizer(predicted_b_noise, optimizer)
     if value is not None and not (finite_number(value) and value > 0):
         raise ValueError(f"predicted_b_noise ({optimizer}): expected a positive number, got {value!r}")
     return None if value is None else float(value)
 
 
-def predicted_b_noise(runs: Iterable[SweepRun], optimizer: str | None = None) -> float | None:
-    """The median over runs (of ``optimizer``, or all) of noise.noise_summary(records, its optimizer).recommended
-    (for LARS the trust-ratio-preconditioned noise scale where the run logged it);
-    None when no run logged a noise scale."""
+def noise_prediction(runs: Iterable[SweepRun], optimizer: str | None = None) -> tuple[float | None, str | None]:
+    """The median over runs (of ``optimizer``, or all) of noise.noise_summary(records, its
+    optimizer).recommended, and which noise scale that is: the names of noise.ESTIMATORS the runs
+    used, joined by ", " when they differ (for LARS the trust-ratio-preconditioned one where the
+    run logged it); (None, None) when no run logged a noise scale."""
     from larsctl.results.noise import noise_summary
 
-    values = []
+    values, estimators = [], []
     for run in runs:
         if optimizer is not None and run.optimizer != optimizer.upper():
             continue
         try:
-            values.append(noise_summary(run.records, run.optimizer).recommended)
+            summary = noise_summary(run.records, run.optimizer)
         except ValueError:
             continue
-    return float(np.median(values)) if values else None
+        values.append(summary.recommended)
+        estimators.append(summary.estimator.name)
+    if not values:
+        return None, None
+    return float(np.median(values)), ", ".join(sorted(set(estimators)))
+
+
+def predicted_b_noise(runs: Iterable[SweepRun], optimizer: str | None = None) -> float | None:
+    """noise_prediction's value alone."""
+    return noise_prediction(runs, optimizer)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from larsctl.format import DASH, number, render_table
 from larsctl.results.critical_batch import MCCANDLISH, REGIMES_TEXT, ZHANG
+from larsctl.results.noise import ESTIMATOR_TEXT
 from larsctl.results.scaling import OptimizerScaling, ScalingReport
 
 # BatchResult.edge: where the best LR sits in its batch's grid, when the optimum may lie beyond it.
@@ -86,10 +87,17 @@ def _critical_batch_lines(o: OptimizerScaling) -> list[str]:
     if o.predicted_b_noise is not None:
         ratio = (f"fitted B_crit / predicted = {number(o.b_crit_over_predicted, 3)}"
                  if o.b_crit_over_predicted is not None else "no fit to compare")
-        lines.append(f"Noise-scale prediction B_noise (B_simple averaged over progress, "
-                     f"McCandlish): {number(o.predicted_b_noise)}; {ratio} (as measured, "
+        lines.append(f"Noise-scale prediction B_noise ({_estimator_text(o.predicted_estimator)}; averaged "
+                     f"over progress, McCandlish): {number(o.predicted_b_noise)}; {ratio} (as measured, "
                      "not tuned)")
     return lines
+
+
+def _estimator_text(names: str | None) -> str:
+    """The noise scale(s) a prediction used, in words; B_simple when not said (a number given by hand)."""
+    if not names:
+        return ESTIMATOR_TEXT["sgd"]
+    return " and ".join(ESTIMATOR_TEXT.get(name, name) for name in names.split(", "))
 
 
 def _interval(pair: tuple[float, float] | None) -> str:

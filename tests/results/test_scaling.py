@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from larsctl.results.critical_batch import regime, zhang_empirical
-from larsctl.results.scaling import analyse, predicted_b_noise
+from larsctl.results.scaling import analyse, noise_prediction, predicted_b_noise
 from larsctl.results.scaling_figure import figure, figure_png
 from larsctl.results.scaling_fit import fit_steps
 from larsctl.results.scaling_text import render
@@ -277,6 +277,32 @@ def test_predicted_b_noise_from_the_runs_records():
     assert predicted_b_noise(runs) == 300.0
     assert predicted_b_noise(runs[3:]) is None
 
+
+
+def test_the_report_names_the_noise_scale_each_prediction_used():
+    """A LARS run that logged the trust-ratio-preconditioned noise scale is predicted from it, and
+    the report says so: it is not B_simple (the study's report once called it B_simple)."""
+    def run(job, optimizer, lars):
+        recs = [{"kind": "train", "step": s, "total_steps": 100, "noise_scale": 1000.0,
+                 **({"noise_scale_lars": 100.0} if lars else {})} for s in (10, 50, 100)]
+        return SweepRun(job, 256, optimizer, 0.1, 100, recs)
+
+    noisy = [run("a", "lars", True), run("b", "sgd", False), run("c", "lars", False)]
+    assert noise_prediction(noisy[:1], "lars") == (100.0, "lars-preconditioned")
+    assert noise_prediction(noisy[1:2], "sgd") == (1000.0, "sgd")
+    assert noise_prediction(noisy, "lars") == (550.0, "lars-preconditioned, sgd")  # mixed: both named
+    assert noise_prediction(noisy, "lamb") == (None, None)
+    runs = synthetic_sweep(np.random.default_rng(2), seeds=1, batches=BATCHES[::2], penalty=(1.0,))
+    runs += synthetic_sweep(np.random.default_rng(3), optimizer="sgd", seeds=1, batches=BATCHES[::2],
+                            penalty=(1.0,))
+    rep = analyse(runs, TARGET, predicted_b_noise={"lars": 100.0, "sgd": 1000.0},
+                  predicted_estimator={"lars": "lars-preconditioned", "sgd": "sgd"}, n_boot=0)
+    assert rep.optimizer("lars").predicted_estimator == "lars-preconditioned"
+    lines = [line for line in render(rep).splitlines() if line.startswith("Noise-scale prediction")]
+    assert len(lines) == 2
+    assert "trust-ratio-preconditioned" in lines[0] and "B_simple" not in lines[0]
+    assert "B_simple" in lines[1] and "preconditioned" not in lines[1]
+    assert rep.to_dict()["optimizers"][0]["predicted_estimator"] == "lars-preconditioned"
 
 # -- input checks ----------------------------------------------------------------------
 def test_bad_runs_are_named():
