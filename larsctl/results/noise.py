@@ -57,7 +57,8 @@ Limits of this number:
   noise_scale_lars: the same ratio with each layer's gradient scaled by its trust
   ratio; docs/lars-noise-scale.md) is used where the run logged it. Both estimate where
   larger batches stop paying; measure the critical batch with a sweep (larsctl sweep)
-  to know it.
+  to know it. In the digits study (bench/RESULTS.md) the fitted critical batch was 1.7x
+  the prediction for SGD but 11x for LARS (LEGW): for LARS read it as a lower bound.
 - It is a lower estimate early in training: the noise scale grows as the loss falls,
   which is why the recommendation averages over training progress rather than taking
   the first values.
